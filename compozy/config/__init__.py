@@ -1,0 +1,21 @@
+"""Configuration: models, and loading from defaults, compozy.yaml, environment and CLI flags."""
+
+from compozy.config.loader import load_config
+from compozy.config.models import (
+    Config,
+    ConfigSection,
+    DatabaseConfig,
+    Duration,
+    KnowledgeConfig,
+    VectorDBConfig,
+)
+
+__all__ = [
+    "Config",
+    "ConfigSection",
+    "DatabaseConfig",
+    "Duration",
+    "KnowledgeConfig",
+    "VectorDBConfig",
+    "load_config",
+]

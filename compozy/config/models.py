@@ -1,0 +1,321 @@
+"""The configuration models (SPEC section 5) and the rules that tie their fields together."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, cast
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from compozy.config.messages import SENTENCE_ERROR, VALUE_ERROR, Loc, config_error
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from pydantic._internal._model_construction import ModelMetaclass
+else:
+    # The metaclass is not exported; take it from BaseModel so runtime needs no private import.
+    ModelMetaclass = type(BaseModel)
+
+__all__ = [
+    "LOGGER_NAME",
+    "Config",
+    "ConfigSection",
+    "DatabaseConfig",
+    "Driver",
+    "Duration",
+    "KnowledgeConfig",
+    "SslMode",
+    "VectorDBConfig",
+    "VectorDBProvider",
+    "parse_duration",
+]
+
+LOGGER_NAME = "compozy.config"
+
+Driver = Literal["postgres", "sqlite"]
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+VectorDBProvider = Literal["pgvector", "qdrant", "redis", "filesystem"]
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Alternatives are ordered so "ms" is tried before "m"; parts may repeat, as in "1m30s".
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_HINT = "should be a duration such as 5s, 250ms, 1m or 1.5s, or a number of seconds"
+
+
+def parse_duration(value: object) -> object:
+    """Turn "250ms", "1m30s" or a number of seconds into float seconds; leave the sign to Field."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(VALUE_ERROR, _DURATION_HINT)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = _parse_duration_text(value.strip())
+    else:
+        raise PydanticCustomError(VALUE_ERROR, _DURATION_HINT)
+    if not math.isfinite(seconds):
+        raise PydanticCustomError(VALUE_ERROR, _DURATION_HINT)
+    return seconds
+
+
+def _parse_duration_text(text: str) -> float:
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text[1:] if text[:1] in ("+", "-") else text
+    if not body:
+        return _bad_duration()
+    try:
+        # float() also takes "nan" and "inf"; the caller rejects those.
+        return sign * float(body)
+    except ValueError:
+        pass
+    total, pos = 0.0, 0
+    while pos < len(body):
+        match = _DURATION_PART.match(body, pos)
+        if match is None:
+            return _bad_duration()
+        total += float(match[1]) * _DURATION_UNITS[match[2]]
+        pos = match.end()
+    return sign * total
+
+
+def _bad_duration() -> float:
+    raise PydanticCustomError(VALUE_ERROR, _DURATION_HINT)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds as a float, written as a number or as text like "5s", "250ms", "1m"."""
+
+
+def _sentence_error(message: str) -> PydanticCustomError:
+    """An error whose message is already the full sentence the user will read."""
+    return PydanticCustomError(SENTENCE_ERROR, "{message}", {"message": message})
+
+
+class _TranslatingMeta(ModelMetaclass):
+    """Makes `SomeSection(...)` raise ConfigError instead of pydantic's ValidationError.
+
+    Hooking the call rather than `__init__` matters: pydantic calls a custom `__init__` for
+    nested models too, which would translate too early, without the full path or the source.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            model = cast("type[ConfigSection]", cls)
+            raise config_error(exc, model, model.section) from None
+
+
+class ConfigSection(BaseModel, metaclass=_TranslatingMeta):
+    """Base of every config model: unknown keys are errors and bad input raises ConfigError."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        coerce_numbers_to_str=True,
+    )
+
+    # The dotted path of this model inside Config, used to name fields in error messages.
+    section: ClassVar[str] = ""
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        """Validate like pydantic, but raise ConfigError."""
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise config_error(exc, cls, cls.section) from None
+
+    @classmethod
+    def from_settings(cls, data: Mapping[str, Any], sources: Mapping[Loc, str]) -> Self:
+        """Validate merged settings; `sources` says where each value came from, for errors."""
+        try:
+            return super().model_validate(data)
+        except ValidationError as exc:
+            raise config_error(exc, cls, cls.section, sources) from None
+
+
+_POSTGRES_ONLY = ("conn_string", "host", "port", "user", "password", "name", "ssl_mode")
+_SQLITE_ONLY = ("path", "busy_timeout")
+_TEXT_FIELDS = ("conn_string", "host", "user", "password", "name", "dbname", "ssl_mode", "path")
+
+
+class DatabaseConfig(ConfigSection):
+    """Which database holds compozy's state: PostgreSQL (the default) or SQLite."""
+
+    section: ClassVar[str] = "database"
+
+    driver: Driver = "postgres"
+    # PostgreSQL: either a full connection string or the individual parts.
+    conn_string: SecretStr | None = None
+    host: str | None = None
+    port: int = Field(default=5432, ge=1, le=65535)
+    user: str | None = None
+    password: SecretStr | None = None
+    name: str | None = Field(default=None, validation_alias=AliasChoices("name", "dbname"))
+    ssl_mode: SslMode | None = None
+    # SQLite: an absolute file path or ":memory:".
+    path: str | None = None
+    busy_timeout: Duration = Field(default=5.0, ge=0)
+    # Both drivers.
+    auto_migrate: bool = True
+    pool_size: int = Field(default=5, ge=1)
+    max_overflow: int = Field(default=10, ge=0)
+    connect_timeout: Duration = Field(default=10.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise_input(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "name" in data and "dbname" in data:
+            raise _sentence_error(
+                "database.name and database.dbname are both set, but dbname is only another "
+                "spelling of name; keep one of them."
+            )
+        # An empty value (often an unset shell variable or `host: ""`) means "not set".
+        return {
+            key: value
+            for key, value in data.items()
+            if not (key in _TEXT_FIELDS and isinstance(value, str) and not value.strip())
+        }
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        # The loader already resolved file-relative paths; this covers direct construction.
+        if value is None or value == ":memory:":
+            return value
+        return os.path.abspath(os.path.expanduser(value))
+
+    @model_validator(mode="after")
+    def _check_driver_settings(self) -> Self:
+        if self.driver == "sqlite":
+            if self.path is None:
+                raise _sentence_error(
+                    "The sqlite driver needs database.path (a file path or ':memory:') but it "
+                    "is not set; set database.path (or DB_PATH)."
+                )
+            ignored = self._set_fields(_POSTGRES_ONLY)
+        else:
+            self._check_postgres_settings()
+            ignored = self._set_fields(_SQLITE_ONLY)
+        if ignored:
+            logging.getLogger(LOGGER_NAME).warning(
+                "Ignoring %s because database.driver is %s; remove %s to silence this warning.",
+                ", ".join(f"database.{field}" for field in ignored),
+                self.driver,
+                "it" if len(ignored) == 1 else "them",
+            )
+        return self
+
+    def _check_postgres_settings(self) -> None:
+        if self.conn_string is not None:
+            return
+        missing = [field for field in ("host", "user", "name") if getattr(self, field) is None]
+        if not missing:
+            return
+        if len(missing) == 3:
+            state = "none of them is set"
+        else:
+            names = " and ".join(f"database.{field}" for field in missing)
+            state = f"{names} {'is' if len(missing) == 1 else 'are'} not set"
+        raise _sentence_error(
+            "The postgres driver (the default) needs database.conn_string, or all of "
+            f"database.host, database.user and database.name, but {state}; set them "
+            "(DB_CONN_STRING, or DB_HOST, DB_USER and DB_NAME), or use SQLite by setting "
+            "database.driver: sqlite and database.path."
+        )
+
+    def _set_fields(self, fields: tuple[str, ...]) -> list[str]:
+        """The given fields the user set explicitly to something other than None."""
+        return [f for f in fields if f in self.model_fields_set and getattr(self, f) is not None]
+
+
+# Extra keys of a vector DB whose values are masked in repr, since they often hold credentials.
+_SECRET_KEY_PARTS = ("password", "secret", "token", "api_key", "apikey", "credential", "dsn", "url")
+
+
+class VectorDBConfig(ConfigSection):
+    """One vector database; provider-specific keys are kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+    section: ClassVar[str] = "knowledge.vector_dbs[]"
+
+    id: str
+    provider: VectorDBProvider
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError(VALUE_ERROR, "should not be empty")
+        return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        extra = self.model_extra or {}
+        for key, value in super().__repr_args__():
+            if key in extra and any(part in key.lower() for part in _SECRET_KEY_PARTS):
+                yield key, "**********"
+            else:
+                yield key, value
+
+
+class KnowledgeConfig(ConfigSection):
+    """Knowledge features: the vector databases available for search."""
+
+    section: ClassVar[str] = "knowledge"
+
+    vector_dbs: list[VectorDBConfig] = Field(default_factory=list)
+
+
+class Config(ConfigSection):
+    """The whole compozy configuration; each section is one field."""
+
+    # default_factory runs DatabaseConfig(), so an absent database section is still checked
+    # (postgres with nothing set fails with the message saying what to set).
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    environment: str = "development"
+
+    @model_validator(mode="after")
+    def _check_vector_dbs(self) -> Self:
+        vector_dbs = self.knowledge.vector_dbs
+        seen: set[str] = set()
+        for index, vector_db in enumerate(vector_dbs):
+            if vector_db.id in seen:
+                raise _sentence_error(
+                    f"knowledge.vector_dbs[{index}] repeats the id {vector_db.id!r}; give every "
+                    "vector DB its own id."
+                )
+            seen.add(vector_db.id)
+        if self.database.driver != "sqlite":
+            return self
+        for index, vector_db in enumerate(vector_dbs):
+            if vector_db.provider == "pgvector":
+                raise _sentence_error(
+                    f"knowledge.vector_dbs[{index}] (id {vector_db.id!r}) uses provider pgvector, "
+                    "which needs the postgres driver, but database.driver is sqlite; configure "
+                    "a Qdrant, Redis or Filesystem vector DB instead, or switch to postgres."
+                )
+        if not vector_dbs:
+            logging.getLogger(LOGGER_NAME).warning(
+                "database.driver is sqlite and no vector DB is configured, so knowledge features "
+                "(vector search) are off until a Qdrant, Redis or Filesystem vector DB is "
+                "configured under knowledge.vector_dbs."
+            )
+        return self

@@ -1,0 +1,26 @@
+"""Identifiers, enumerations and value checks shared by every entity (no I/O)."""
+
+from compozy.core.enums import (
+    FAILED_STATUSES,
+    RUNNING_STATUSES,
+    TERMINAL_STATUSES,
+    Component,
+    ExecutionType,
+    Role,
+    Status,
+)
+from compozy.core.ids import new_id, parse_id
+from compozy.core.values import utc_now
+
+__all__ = [
+    "FAILED_STATUSES",
+    "RUNNING_STATUSES",
+    "TERMINAL_STATUSES",
+    "Component",
+    "ExecutionType",
+    "Role",
+    "Status",
+    "new_id",
+    "parse_id",
+    "utc_now",
+]

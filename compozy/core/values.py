@@ -1,0 +1,133 @@
+"""Checks that a value can be stored identically on PostgreSQL and SQLite (SPEC 1.3).
+
+They run before any SQL, so a refused value never reaches a driver and both backends refuse
+the same inputs with the same ``ValidationError``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, TypeVar
+
+from compozy.errors import ValidationError
+
+E = TypeVar("E", bound=Enum)
+
+MAX_ID_LENGTH = 255
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def check_timestamp(value: Any, field: str) -> datetime:
+    """Return ``value`` converted to UTC; refuse naive datetimes and non-datetimes."""
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{field} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            f"{field} is a naive datetime: pass a timezone-aware one, e.g. datetime.now(UTC)"
+        )
+    return value.astimezone(UTC)
+
+
+def check_optional_timestamp(value: Any, field: str) -> datetime | None:
+    """Like ``check_timestamp`` but lets None through."""
+    return None if value is None else check_timestamp(value, field)
+
+
+def check_text(value: Any, field: str, *, allow_empty: bool = False) -> str:
+    """Refuse non-strings, empty strings (unless allowed) and U+0000, which PostgreSQL refuses."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value:
+        raise ValidationError(f"{field} is empty: give it a value")
+    if "\x00" in value:
+        raise ValidationError(f"{field} contains the character U+0000, which cannot be stored")
+    return value
+
+
+def check_optional_text(value: Any, field: str) -> str | None:
+    """Like ``check_text`` but lets None through."""
+    return None if value is None else check_text(value, field)
+
+
+def check_id(value: Any, field: str) -> str:
+    """An identifier: a non-empty string of at most 255 characters without U+0000."""
+    text = check_text(value, field)
+    if len(text) > MAX_ID_LENGTH:
+        raise ValidationError(f"{field} is {len(text)} characters long; the limit is 255")
+    return text
+
+
+def check_optional_id(value: Any, field: str) -> str | None:
+    """Like ``check_id`` but lets None through."""
+    return None if value is None else check_id(value, field)
+
+
+def check_enum(enum: type[E], value: Any, field: str) -> E:
+    """Coerce ``value`` (the enum or its value) to ``enum`` or name the allowed values."""
+    if isinstance(value, enum):
+        return value
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(str(member.value) for member in enum)
+        raise ValidationError(f"{field} is {value!r}; allowed values: {allowed}") from None
+
+
+def check_json(value: Any, field: str) -> Any:
+    """Refuse what either database cannot store as JSON: NaN, infinities, U+0000, non-JSON types.
+
+    Returns the value unchanged so a caller can write ``x = check_json(x, "input")``.
+    """
+    _walk_json(value, field)
+    return value
+
+
+def check_json_object(value: Any, field: str) -> dict[str, Any] | None:
+    """A JSON object (dict) or None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValidationError(
+            f"{field} must be a JSON object (dict) or None, got {type(value).__name__}"
+        )
+    _walk_json(value, field)
+    return value
+
+
+def _walk_json(value: Any, path: str) -> None:
+    # bool is an int subclass and both are fine; check the exact containers so that tuples,
+    # sets and custom mappings (which would not round-trip as equal values) are refused.
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(f"{path} is {value!r}; JSON cannot store NaN or infinite numbers")
+        return
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationError(f"{path} contains the character U+0000, which cannot be stored")
+        return
+    if type(value) is list:
+        for index, item in enumerate(value):
+            _walk_json(item, f"{path}[{index}]")
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(
+                    f"{path} has the key {key!r}; JSON object keys must be strings"
+                )
+            if "\x00" in key:
+                raise ValidationError(f"{path} has a key containing U+0000, which cannot be stored")
+            _walk_json(item, f"{path}.{key}")
+        return
+    raise ValidationError(
+        f"{path} holds a {type(value).__name__}; only dict, list, str, int, float, bool and None "
+        "can be stored as JSON"
+    )

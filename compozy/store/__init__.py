@@ -1,0 +1,153 @@
+"""The store: repositories for workflows, tasks and auth on PostgreSQL or SQLite (SPEC 3.4).
+
+This is the only package that imports SQLAlchemy. ``open_store(config)`` picks the dialect
+from ``config.driver``; everything else is the same code for both databases.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
+
+import sqlalchemy as sa
+
+from compozy.config import DatabaseConfig
+from compozy.errors import CompozyError, ConfigError
+from compozy.store import migrations
+from compozy.store.database import Database
+from compozy.store.dialects.base import Dialect
+from compozy.store.dialects.sqlite import SQLiteDialect
+from compozy.store.repos.auth import SqlAuthRepository
+from compozy.store.repos.task import SqlTaskRepository
+from compozy.store.repos.workflow import SqlWorkflowRepository
+
+__all__ = ["Store", "StoreHealth", "TransactionScope", "open_sqlite_connection", "open_store"]
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    """What ``Store.health()`` found."""
+
+    ok: bool
+    driver: str
+    location: str
+    revision: str | None
+    head: str
+    detail: str = ""
+
+
+class TransactionScope:
+    """The three repositories bound to one transaction."""
+
+    def __init__(self, db: Database, conn: sa.Connection) -> None:
+        self.workflows = SqlWorkflowRepository(db, conn)
+        self.tasks = SqlTaskRepository(db, conn)
+        self.auth = SqlAuthRepository(db, conn)
+
+
+class Store:
+    """Repositories over one database; safe to share between threads."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.workflows = SqlWorkflowRepository(db)
+        self.tasks = SqlTaskRepository(db)
+        self.auth = SqlAuthRepository(db)
+
+    @property
+    def driver(self) -> Literal["postgres", "sqlite"]:
+        """``postgres`` or ``sqlite``."""
+        return "sqlite" if self._db.dialect.name == "sqlite" else "postgres"
+
+    @property
+    def location(self) -> str:
+        """Where the database is (never contains a password)."""
+        return self._db.dialect.describe()
+
+    @property
+    def database(self) -> Database:
+        """The engine, dialect and transaction state (for migrations and the testkit)."""
+        return self._db
+
+    @contextmanager
+    def transaction(self) -> Iterator[TransactionScope]:
+        """Commit on normal exit, roll back on exception; nested calls open savepoints."""
+        with self._db.transaction() as conn:
+            yield TransactionScope(self._db, conn)
+
+    def health(self) -> StoreHealth:
+        """Connect and read the schema revision; an unreachable database is reported, not raised."""
+        head = migrations.revisions()[-1]
+        try:
+            with self._db.connect(write=False) as conn:
+                revision = migrations.current_revision(conn)
+        except CompozyError as exc:
+            return StoreHealth(False, self.driver, self.location, None, head, str(exc))
+        detail = "" if revision == head else f"schema at {revision}, head is {head}"
+        return StoreHealth(revision == head, self.driver, self.location, revision, head, detail)
+
+    def close(self) -> None:
+        """Release every connection (an in-memory database is gone afterwards)."""
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Store {self.location}>"
+
+
+def _open(dialect: Dialect, *, auto_migrate: bool) -> Store:
+    store = Store(Database(dialect))
+    if auto_migrate:
+        try:
+            migrations.upgrade(store.database)
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+def open_store(config: DatabaseConfig) -> Store:
+    """Open the database ``config`` describes; migrate it to the head if ``auto_migrate``."""
+    dialect: Dialect
+    if config.driver == "sqlite":
+        if not config.path:
+            raise ConfigError("database.path is required with database.driver: sqlite")
+        dialect = SQLiteDialect(
+            config.path,
+            busy_timeout=config.busy_timeout,
+            pool_size=config.pool_size,
+            max_overflow=config.max_overflow,
+        )
+    elif config.driver == "postgres":
+        from compozy.store.dialects.postgres import PostgresDialect
+
+        dialect = PostgresDialect(config)
+    else:  # pragma: no cover - DatabaseConfig refuses other drivers
+        raise ConfigError(f"database.driver {config.driver!r} is not postgres or sqlite")
+    return _open(dialect, auto_migrate=config.auto_migrate)
+
+
+def open_sqlite_connection(
+    connection: sqlite3.Connection, *, busy_timeout: float = 5.0, auto_migrate: bool = False
+) -> Store:
+    """A Store over an already-open in-memory ``sqlite3`` connection, which it takes over.
+
+    For test kits that clone a migrated template with ``sqlite3.Connection.backup``; the
+    connection must allow use from other threads (``check_same_thread=False``).
+    """
+    dialect = SQLiteDialect(":memory:", busy_timeout=busy_timeout, connection=connection)
+    return _open(dialect, auto_migrate=auto_migrate)

@@ -1,0 +1,102 @@
+"""Units of work: how a repository call gets a connection and a transaction.
+
+A call either joins the transaction that the current thread (or asyncio task) is in (opened
+with ``Store.transaction()`` or by an enclosing call) or runs in a transaction of its
+own. Joined writes run in
+a savepoint, so a refused write (a ``ConflictError``, say) that the caller catches leaves the
+surrounding transaction usable on both databases (PostgreSQL would otherwise abort it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection
+
+from compozy.errors import CompozyError, StoreUnavailable
+from compozy.store.dialects.base import WRITE_OPTION, Dialect
+
+
+class Database:
+    """An engine, its dialect and the transaction each thread or task is in."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.engine = dialect.create_engine()
+        self._current: ContextVar[Connection | None] = ContextVar(
+            f"compozy_transaction_{id(self)}", default=None
+        )
+        self.closed = False
+
+    @contextmanager
+    def translate(self) -> Iterator[None]:
+        """Re-raise SQLAlchemy and driver errors as ``compozy.errors`` types."""
+        try:
+            yield
+        except sa_exc.SQLAlchemyError as error:
+            raise self.dialect.translate(error) from error
+
+    @contextmanager
+    def unit(
+        self, *, write: bool, bound: Connection | None = None, need_transaction: str = ""
+    ) -> Iterator[Connection]:
+        """A connection for one repository call.
+
+        ``bound`` pins the call to a given transaction's connection; ``need_transaction`` names
+        a method that may only run inside ``Store.transaction()``.
+        """
+        current = bound if bound is not None else self._current.get()
+        if current is None:
+            if need_transaction:
+                raise CompozyError(
+                    f"{need_transaction} locks a row until the transaction ends, so it only runs "
+                    "inside `with store.transaction():`"
+                )
+            with self.connect(write=write) as conn, self._joined(conn):
+                yield conn
+            return
+        with self.translate():
+            if write:
+                with current.begin_nested():
+                    yield current
+            else:
+                yield current
+
+    @contextmanager
+    def connect(self, *, write: bool) -> Iterator[Connection]:
+        """A new connection in a new transaction: committed on exit, rolled back on error."""
+        if self.closed:
+            raise StoreUnavailable(f"the store for {self.dialect.describe()} is closed")
+        with self.dialect.guard(write=write), self.translate(), self.engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: write})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """Open a transaction this thread's calls join, or a savepoint inside the current one."""
+        current = self._current.get()
+        if current is not None:
+            with self.translate(), current.begin_nested():
+                yield current
+            return
+        with self.connect(write=True) as conn, self._joined(conn):
+            yield conn
+
+    @contextmanager
+    def _joined(self, conn: Connection) -> Iterator[None]:
+        # Calls made while this transaction is open (a transformer calling back into the
+        # store, say) join it instead of waiting for a lock that this thread holds.
+        token = self._current.set(conn)
+        try:
+            yield
+        finally:
+            self._current.reset(token)
+
+    def close(self) -> None:
+        """Close every pooled connection; later calls raise ``StoreUnavailable``."""
+        self.closed = True
+        self.engine.dispose()

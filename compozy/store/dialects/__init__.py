@@ -1,0 +1,1 @@
+"""Per-database behaviour; the only modules that know which database is behind a Store."""

@@ -1,0 +1,151 @@
+"""PostgreSQL through psycopg 3: a connection pool, ``FOR UPDATE`` row locks and advisory locks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine
+
+from compozy.config import DatabaseConfig
+from compozy.errors import CompozyError, ConfigError, StoreUnavailable
+from compozy.store.dialects.base import (
+    CheckViolation,
+    Dialect,
+    ForeignKeyViolation,
+    UniqueViolation,
+    first_line,
+)
+
+_DRIVER = "postgresql+psycopg"
+_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
+_BUSY_STATES = {"40P01", "40001", "55P03", "57014"}  # deadlock, serialization, lock, cancel
+
+
+class PostgresDialect(Dialect):
+    """A PostgreSQL server reached through a pooled psycopg engine."""
+
+    name = "postgres"
+    max_bind_params = 10_000
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.url = build_url(config)
+        self._config = config
+
+    def describe(self) -> str:
+        url = self.url
+        where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+        if not url.host and "host" in url.query:
+            where = f"{url.query['host']}:{url.port or 5432}/{url.database or ''}"
+        return f"postgres {where}"
+
+    def create_engine(self) -> Engine:
+        cfg = self._config
+        return sa.create_engine(
+            self.url,
+            pool_size=cfg.pool_size,
+            max_overflow=cfg.max_overflow,
+            pool_pre_ping=True,
+            pool_timeout=max(cfg.connect_timeout, 1.0),
+            connect_args={
+                # libpq counts whole seconds and treats values below 2 as 2
+                "connect_timeout": max(2, math.ceil(cfg.connect_timeout)),
+                "application_name": "compozy",
+            },
+        )
+
+    @contextmanager
+    def guard(self, *, write: bool) -> Iterator[None]:
+        yield  # the server serialises; nothing to do in-process
+
+    @contextmanager
+    def migration_guard(self, conn: Connection) -> Iterator[None]:
+        yield  # migrations take an advisory lock inside their transaction (env.py)
+
+    def insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table)
+
+    def for_update(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
+        return stmt.with_for_update()
+
+    def serialize(self, conn: Connection, key: int) -> None:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+    def translate_driver_error(self, error: sa_exc.DBAPIError) -> CompozyError | None:
+        orig = error.orig
+        message = first_line(orig)
+        if self.url.password:
+            message = message.replace(self.url.password, "***")
+        state = getattr(orig, "sqlstate", None) or ""
+        constraint = None
+        if isinstance(orig, psycopg.Error) and orig.diag is not None:
+            constraint = orig.diag.constraint_name
+        if state == "23505":
+            return UniqueViolation(message, constraint)
+        if state == "23503":
+            return ForeignKeyViolation(message, constraint)
+        if state in ("23514", "23502"):
+            return CheckViolation(message, constraint)
+        if state in _BUSY_STATES:
+            return StoreUnavailable(f"{self.describe()} is busy ({message}); retry the operation")
+        if state == "42P01":
+            return CompozyError(
+                f"{self.describe()} has no compozy schema ({message}): run `compozy migrate up`"
+            )
+        if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError) or state.startswith(
+            "08"
+        ):
+            return StoreUnavailable(f"cannot reach {self.describe()}: {message}")
+        return None
+
+
+def build_url(config: DatabaseConfig) -> sa.URL:
+    """The SQLAlchemy URL for ``config``: its conn_string (URL or libpq keywords) or its fields."""
+    if config.conn_string is not None:
+        raw = config.conn_string.get_secret_value().strip()
+        if "://" in raw:
+            try:
+                url = sa.make_url(raw)
+            except sa_exc.ArgumentError:
+                raise ConfigError(
+                    "database.conn_string is not a valid URL: use postgresql://user:pass@host:5432/db"
+                ) from None
+            if url.drivername not in _SCHEMES:
+                raise ConfigError(
+                    f"database.conn_string has the scheme {url.drivername!r}; "
+                    "use postgresql:// (or set database.driver: sqlite with database.path)"
+                )
+            return url.set(drivername=_DRIVER)
+        try:
+            params: dict[str, Any] = conninfo_to_dict(raw)
+        except psycopg.ProgrammingError:
+            raise ConfigError(
+                "database.conn_string is neither a postgresql:// URL nor libpq key=value pairs"
+            ) from None
+        port = params.pop("port", None)
+        return sa.URL.create(
+            _DRIVER,
+            username=params.pop("user", None),
+            password=params.pop("password", None),
+            host=params.pop("host", None),
+            port=int(port) if port else None,
+            database=params.pop("dbname", None),
+            query={k: str(v) for k, v in params.items()},
+        )
+    password = config.password.get_secret_value() if config.password is not None else None
+    return sa.URL.create(
+        _DRIVER,
+        username=config.user,
+        password=password,
+        host=config.host,
+        port=config.port,
+        database=config.name,
+        query={"sslmode": config.ssl_mode} if config.ssl_mode else {},
+    )

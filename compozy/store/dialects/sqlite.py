@@ -1,0 +1,187 @@
+"""SQLite: a file or a private in-memory database, through the stdlib ``sqlite3`` driver.
+
+Python 3.11's ``sqlite3`` opens transactions itself ("legacy" mode), which silently breaks
+savepoints and loses updates under concurrency. So every connection gets
+``isolation_level = None`` and the begin hook below emits ``BEGIN IMMEDIATE`` for write
+transactions (taking the write lock up front, where ``busy_timeout`` applies) and a deferred
+``BEGIN`` for reads (the SQLAlchemy-documented recipe; see research/env-feasibility.md).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import QueuePool, StaticPool
+
+from compozy.errors import CompozyError, StoreUnavailable
+from compozy.store.dialects.base import (
+    WRITE_OPTION,
+    CheckViolation,
+    Dialect,
+    ForeignKeyViolation,
+    UniqueViolation,
+    first_line,
+    unique_constraint_names,
+)
+from compozy.store.tables import metadata
+
+MEMORY = ":memory:"
+_UNIQUE_NAMES = unique_constraint_names(metadata)
+
+
+class SQLiteDialect(Dialect):
+    """A SQLite database file (WAL) or ``:memory:`` (one connection, private to this Store)."""
+
+    name = "sqlite"
+    # Long IN lists are split into batches this size; far below SQLite's parameter limit.
+    max_bind_params = 500
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout: float,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        connection: sqlite3.Connection | None = None,
+    ) -> None:
+        self.path = path
+        self.memory = path == MEMORY
+        self.busy_timeout = busy_timeout
+        self._pool_size = pool_size
+        self._max_overflow = max_overflow
+        self._connection = connection
+        # In memory there is one connection, so every transaction takes this lock. For a file,
+        # only writers take it: threads of one process then queue here, in order, instead of
+        # polling SQLite's busy handler; other processes are still handled by busy_timeout.
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return "sqlite in-memory" if self.memory else f"sqlite {self.path}"
+
+    def create_engine(self) -> Engine:
+        if self.memory:
+            raw = self._connection or sqlite3.connect(MEMORY, check_same_thread=False)
+            engine = sa.create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
+        else:
+            self._create_file()
+            engine = sa.create_engine(
+                sa.URL.create("sqlite", database=self.path),
+                poolclass=QueuePool,
+                pool_size=self._pool_size,
+                max_overflow=self._max_overflow,
+                pool_timeout=max(self.busy_timeout, 1.0),
+                connect_args={"check_same_thread": False, "timeout": self.busy_timeout},
+            )
+        event.listen(engine, "connect", self._on_connect)
+        event.listen(engine, "begin", _on_begin)
+        return engine
+
+    def _create_file(self) -> None:
+        """Make parent folders and create a new database file readable by its owner only."""
+        path = Path(self.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                os.close(fd)
+        except FileExistsError:
+            pass  # another process created it between our check and open
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create the SQLite database {self.path}: {exc.strerror}; "
+                "choose a writable database.path"
+            ) from exc
+
+    def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            if not self.memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def guard(self, *, write: bool) -> Iterator[None]:
+        if not (self.memory or write):
+            yield
+            return
+        if not self._lock.acquire(timeout=self.busy_timeout):
+            raise StoreUnavailable(
+                f"{self.describe()} stayed busy for more than {self.busy_timeout:g}s: "
+                "raise database.busy_timeout or lower concurrency"
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextmanager
+    def migration_guard(self, conn: Connection) -> Iterator[None]:
+        # Table rewrites (create new, copy, drop old, rename) must not fire ON DELETE CASCADE
+        # into child rows, so foreign keys are off while migrating. The pragma is ignored inside
+        # a transaction, so it goes to the driver connection before the migration begins; the
+        # migration checks foreign keys itself before it commits (see migrations/env.py).
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        assert not conn.in_transaction()
+        raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            yield
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
+
+    def insert(self, table: sa.Table) -> Any:
+        return sqlite_dialect.insert(table)
+
+    def serialize(self, conn: Connection, key: int) -> None:
+        pass  # write transactions begin IMMEDIATE: they are serialised already
+
+    def translate_driver_error(self, error: sa_exc.DBAPIError) -> CompozyError | None:
+        message = first_line(error.orig)
+        if isinstance(error.orig, sqlite3.IntegrityError):
+            return _integrity_error(message)
+        if isinstance(error.orig, sqlite3.OperationalError):
+            lowered = message.lower()
+            if "locked" in lowered or "busy" in lowered:
+                return StoreUnavailable(
+                    f"{self.describe()} stayed busy for more than {self.busy_timeout:g}s: "
+                    "raise database.busy_timeout or lower concurrency"
+                )
+            if "no such table" in lowered:
+                return CompozyError(
+                    f"{self.describe()} has no compozy schema ({message}): run `compozy migrate up`"
+                )
+            if "unable to open" in lowered or "disk i/o" in lowered or "readonly" in lowered:
+                return StoreUnavailable(f"cannot use {self.describe()}: {message}")
+        return None
+
+
+def _on_begin(conn: Connection) -> None:
+    write = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _integrity_error(message: str) -> CompozyError:
+    head, _, detail = message.partition(": ")
+    if head.startswith("UNIQUE"):
+        return UniqueViolation(message, _UNIQUE_NAMES.get(detail))
+    if head.startswith("FOREIGN KEY"):
+        return ForeignKeyViolation(message, None)
+    # CHECK constraint failed: <name>; NOT NULL constraint failed: <table.column>
+    return CheckViolation(message, detail or None)

@@ -1,0 +1,160 @@
+"""Schema migrations: Alembic, one linear history, SQL written per database (SPEC 4).
+
+``upgrade``, ``downgrade`` and ``status`` run on a Store's own engine (so ``:memory:`` databases
+migrate the database the Store uses) inside one transaction: SQLite runs it as ``BEGIN
+IMMEDIATE`` with foreign keys off and checks them before committing; PostgreSQL takes an advisory
+lock first, so two processes migrating at once run one after the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection
+
+from compozy.errors import CompozyError, ValidationError
+from compozy.store.database import Database
+from compozy.store.dialects.base import WRITE_OPTION
+
+__all__ = ["MigrationStatus", "downgrade", "revisions", "status", "upgrade"]
+
+SCRIPT_LOCATION = Path(__file__).parent
+_MIGRATION_LOCK = 0x6D696772617465  # "migrate": one migrating process at a time on PostgreSQL
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """Where a database stands in the migration history."""
+
+    current: str | None
+    head: str
+    applied: list[str]
+    pending: list[str]
+
+    @property
+    def up_to_date(self) -> bool:
+        """True when the database is at the head revision."""
+        return self.current == self.head
+
+
+def _config(conn: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    config.attributes["connection"] = conn
+    return config
+
+
+def revisions() -> list[str]:
+    """Every revision id, oldest first."""
+    script = ScriptDirectory.from_config(_config())
+    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+
+
+def _head() -> str:
+    heads = ScriptDirectory.from_config(_config()).get_heads()
+    if len(heads) != 1:
+        raise CompozyError(f"the migration history has {len(heads)} heads; it must be linear")
+    return heads[0]
+
+
+def _current(conn: Connection) -> str | None:
+    heads = MigrationContext.configure(conn).get_current_heads()
+    return heads[0] if heads else None
+
+
+def _status_of(current: str | None) -> MigrationStatus:
+    order = revisions()
+    if current is not None and current not in order:
+        raise CompozyError(
+            f"the database is at revision {current!r}, which this version of compozy does not "
+            "know: it was migrated by a newer compozy; upgrade compozy"
+        )
+    done = order.index(current) + 1 if current is not None else 0
+    return MigrationStatus(
+        current=current, head=_head(), applied=order[:done], pending=order[done:]
+    )
+
+
+@contextmanager
+def _migrating(db: Database) -> Iterator[Connection]:
+    dialect = db.dialect
+    with dialect.guard(write=True), db.translate(), db.engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: True})
+        with dialect.migration_guard(conn), conn.begin():
+            if dialect.name == "postgres":
+                dialect.serialize(conn, _MIGRATION_LOCK)
+            yield conn
+            if dialect.name == "sqlite":
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise CompozyError(
+                        f"migration left {len(broken)} rows whose foreign keys point nowhere "
+                        f"(first in table {broken[0][0]}); nothing was changed"
+                    )
+
+
+def _run(db: Database, action: Callable[[Config, Connection], None]) -> MigrationStatus:
+    with _migrating(db) as conn:
+        try:
+            action(_config(conn), conn)
+        except CommandError as exc:
+            raise ValidationError(f"cannot migrate: {exc}") from None
+        return _status_of(_current(conn))
+
+
+def upgrade(db: Database, to: str = "head") -> MigrationStatus:
+    """Apply revisions up to ``to`` (default: the head)."""
+    _check_known(to)
+    return _run(db, lambda config, _conn: command.upgrade(config, to))
+
+
+def downgrade(db: Database, to: str | None = None, steps: int | None = None) -> MigrationStatus:
+    """Revert to revision ``to`` (``base`` for an empty schema), or revert ``steps`` revisions."""
+    if (to is None) == (steps is None):
+        raise ValidationError("migrate down needs exactly one of --to REV or --steps N")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValidationError(f"--steps is {steps!r}; pass a whole number of revisions, 1 or more")
+
+    def action(config: Config, conn: Connection) -> None:
+        if to is not None:
+            _check_known(to)
+            command.downgrade(config, to)
+            return
+        assert steps is not None
+        applied = _status_of(_current(conn)).applied
+        if steps > len(applied):
+            raise ValidationError(
+                f"--steps {steps} is more than the {len(applied)} applied revisions"
+            )
+        target = applied[-steps - 1] if steps < len(applied) else "base"
+        command.downgrade(config, target)
+
+    return _run(db, action)
+
+
+def status(db: Database) -> MigrationStatus:
+    """The current revision, the head and what is applied and pending."""
+    with db.connect(write=False) as conn:
+        return _status_of(_current(conn))
+
+
+def _check_known(target: str) -> None:
+    if target not in ("head", "base") and target not in revisions():
+        known = ", ".join(["base", *revisions(), "head"])
+        raise ValidationError(f"unknown revision {target!r}; known revisions: {known}")
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The revision a connection's database is at (None before the first migration)."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return _current(conn)

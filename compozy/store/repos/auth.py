@@ -1,0 +1,215 @@
+"""``AuthRepository`` on SQLAlchemy Core, one implementation for both databases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+
+from compozy.auth import APIKey, User, email_key
+from compozy.core import Role
+from compozy.core.values import check_id, check_text, utc_now
+from compozy.errors import (
+    AlreadyBootstrapped,
+    APIKeyNotFound,
+    ConflictError,
+    ConstraintViolation,
+    DuplicateKey,
+    EmailExists,
+    UserNotFound,
+)
+from compozy.store.dialects.base import ForeignKeyViolation, UniqueViolation
+from compozy.store.repos.common import Repository, not_before, now_param
+from compozy.store.tables import api_keys, users
+
+_U = users.c
+_K = api_keys.c
+_BOOTSTRAP_LOCK = 0x636F6D706F7A79  # "compozy": serialises concurrent initial-admin creation
+
+
+def _user(row: Row[Any]) -> User:
+    return User(id=row.id, email=row.email, role=row.role, created_at=row.created_at)
+
+
+def _key(row: Row[Any]) -> APIKey:
+    return APIKey(
+        id=row.id,
+        user_id=row.user_id,
+        prefix=row.prefix,
+        hash=bytes(row.hash),
+        fingerprint=bytes(row.fingerprint),
+        created_at=row.created_at,
+        last_used=row.last_used,
+    )
+
+
+def _user_conflict(error: UniqueViolation, user: User) -> ConflictError:
+    if error.constraint == "uq_users_email_key":
+        return EmailExists(f"a user with email {user.email!r} exists already (emails ignore case)")
+    return ConflictError(f"a user with id {user.id} exists already")
+
+
+class SqlAuthRepository(Repository):
+    """Users and their API keys."""
+
+    def _insert_user(self, user: User) -> User:
+        stmt = (
+            sa.insert(users)
+            .values(
+                id=user.id,
+                email=user.email,
+                email_key=email_key(user.email),
+                role=user.role.value,
+                created_at=user.created_at or utc_now(),
+            )
+            .returning(*users.c)
+        )
+        try:
+            with self._write() as conn:
+                return _user(conn.execute(stmt).one())
+        except UniqueViolation as exc:
+            raise _user_conflict(exc, user) from None
+
+    def create_user(self, user: User) -> User:
+        user.validate()
+        return self._insert_user(user)
+
+    def get_user_by_id(self, user_id: str) -> User:
+        user_id = check_id(user_id, "user id")
+        with self._read() as conn:
+            row = conn.execute(sa.select(users).where(_U.id == user_id)).first()
+        if row is None:
+            raise UserNotFound(f"user {user_id} not found")
+        return _user(row)
+
+    def get_user_by_email(self, email: str) -> User:
+        email = check_text(email, "email").strip()
+        with self._read() as conn:
+            row = conn.execute(sa.select(users).where(_U.email_key == email_key(email))).first()
+        if row is None:
+            raise UserNotFound(f"no user has the email {email!r}")
+        return _user(row)
+
+    def list_users(self) -> list[User]:
+        stmt = sa.select(users).order_by(_U.created_at.desc(), _U.id.desc())
+        with self._read() as conn:
+            return [_user(row) for row in conn.execute(stmt)]
+
+    def update_user(self, user: User) -> User:
+        user.validate()
+        stmt = (
+            sa.update(users)
+            .where(_U.id == user.id)
+            .values(email=user.email, email_key=email_key(user.email), role=user.role.value)
+            .returning(*users.c)
+        )
+        try:
+            with self._write() as conn:
+                row = conn.execute(stmt).first()
+        except UniqueViolation as exc:
+            raise _user_conflict(exc, user) from None
+        if row is None:
+            raise UserNotFound(f"user {user.id} not found")
+        return _user(row)
+
+    def delete_user(self, user_id: str) -> None:
+        user_id = check_id(user_id, "user id")
+        with self._write() as conn:
+            deleted = conn.execute(sa.delete(users).where(_U.id == user_id)).rowcount
+        if not deleted:
+            raise UserNotFound(f"user {user_id} not found")
+
+    def create_initial_admin_if_none(self, user: User) -> User:
+        user.role = Role.ADMIN
+        user.validate()
+        with self._write() as conn:
+            # Two processes bootstrapping at once must not both see "no admin" and insert.
+            self._db.dialect.serialize(conn, _BOOTSTRAP_LOCK)
+            admin = conn.execute(
+                sa.select(_U.id).where(_U.role == Role.ADMIN.value).limit(1)
+            ).first()
+            if admin is not None:
+                raise AlreadyBootstrapped(
+                    f"an admin user ({admin.id}) exists already; create further users as that admin"
+                )
+            return self._insert_user(user)
+
+    def create_api_key(self, key: APIKey) -> APIKey:
+        key.validate()
+        stmt = (
+            sa.insert(api_keys)
+            .values(
+                id=key.id,
+                user_id=key.user_id,
+                prefix=key.prefix,
+                hash=key.hash,
+                fingerprint=key.fingerprint,
+                created_at=key.created_at or utc_now(),
+                last_used=key.last_used,
+            )
+            .returning(*api_keys.c)
+        )
+        try:
+            with self._write() as conn:
+                return _key(conn.execute(stmt).one())
+        except ForeignKeyViolation:
+            raise ConstraintViolation(
+                f"api key {key.id} belongs to user {key.user_id}, which does not exist: "
+                "create the user first"
+            ) from None
+        except UniqueViolation as exc:
+            what = {
+                "uq_api_keys_prefix": f"prefix {key.prefix!r}",
+                "uq_api_keys_fingerprint": "fingerprint",
+            }.get(exc.constraint or "", f"id {key.id}")
+            raise DuplicateKey(f"an api key with this {what} exists already") from None
+
+    def get_api_key_by_id(self, key_id: str) -> APIKey:
+        key_id = check_id(key_id, "api key id")
+        with self._read() as conn:
+            row = conn.execute(sa.select(api_keys).where(_K.id == key_id)).first()
+        if row is None:
+            raise APIKeyNotFound(f"api key {key_id} not found")
+        return _key(row)
+
+    def get_api_key_by_fingerprint(self, fingerprint: bytes) -> APIKey:
+        if not isinstance(fingerprint, bytes):
+            raise APIKeyNotFound("no api key has this fingerprint (it must be bytes)")
+        with self._read() as conn:
+            row = conn.execute(sa.select(api_keys).where(_K.fingerprint == fingerprint)).first()
+        if row is None:
+            raise APIKeyNotFound("no api key has this fingerprint")
+        return _key(row)
+
+    def list_api_keys_by_user_id(self, user_id: str) -> list[APIKey]:
+        user_id = check_id(user_id, "user_id")
+        stmt = (
+            sa.select(api_keys)
+            .where(_K.user_id == user_id)
+            .order_by(_K.created_at.desc(), _K.id.desc())
+        )
+        with self._read() as conn:
+            return [_key(row) for row in conn.execute(stmt)]
+
+    def update_api_key_last_used(self, key_id: str) -> APIKey:
+        key_id = check_id(key_id, "api key id")
+        now = now_param(utc_now())
+        stmt = (
+            sa.update(api_keys)
+            .where(_K.id == key_id)
+            .values(last_used=not_before(_K.last_used, now))
+            .returning(*api_keys.c)
+        )
+        with self._write() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            raise APIKeyNotFound(f"api key {key_id} not found")
+        return _key(row)
+
+    def delete_api_key(self, key_id: str) -> None:
+        key_id = check_id(key_id, "api key id")
+        with self._write() as conn:
+            deleted = conn.execute(sa.delete(api_keys).where(_K.id == key_id)).rowcount
+        if not deleted:
+            raise APIKeyNotFound(f"api key {key_id} not found")

@@ -1,0 +1,234 @@
+"""``TaskRepository`` on SQLAlchemy Core, one implementation for both databases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from compozy.core import Status
+from compozy.core.values import check_enum, check_id, utc_now
+from compozy.errors import ConstraintViolation, TaskNotFound, ValidationError
+from compozy.store.dialects.base import ForeignKeyViolation, iter_batches
+from compozy.store.repos.common import (
+    TASK_ORDER,
+    Repository,
+    latest_by_task_id,
+    merge_usage_into,
+    not_before,
+    task_from_row,
+    usage_from,
+    usage_value,
+)
+from compozy.store.tables import task_states, workflow_states
+from compozy.task import ProgressInfo, TaskFilter, TaskState
+from compozy.usage import UsageSummary
+
+_T = task_states.c
+_UPDATABLE = (
+    "task_id",
+    "workflow_id",
+    "workflow_exec_id",
+    "parent_state_id",
+    "component",
+    "status",
+    "execution_type",
+    "agent_id",
+    "action_id",
+    "tool_id",
+    "usage",
+    "input",
+    "output",
+    "error",
+)
+
+
+def _not_found(task_exec_id: str) -> TaskNotFound:
+    return TaskNotFound(f"task execution {task_exec_id} not found")
+
+
+class SqlTaskRepository(Repository):
+    """Task executions and their parent/child trees."""
+
+    def _list(self, *conditions: sa.ColumnElement[bool]) -> list[TaskState]:
+        stmt = sa.select(task_states).where(*conditions).order_by(*TASK_ORDER)
+        with self._read() as conn:
+            return [task_from_row(row) for row in conn.execute(stmt)]
+
+    def list_states(self, filter: TaskFilter | None = None) -> list[TaskState]:
+        conditions = filter.conditions() if filter is not None else {}
+        return self._list(*(_T[name] == value for name, value in conditions.items()))
+
+    def list_by_ids(self, ids: list[str]) -> list[TaskState]:
+        wanted = list(dict.fromkeys(check_id(i, "task_exec_id") for i in ids))
+        found: list[TaskState] = []
+        with self._read() as conn:
+            for batch in iter_batches(wanted, self._db.dialect.max_bind_params):
+                stmt = sa.select(task_states).where(_T.task_exec_id.in_(batch))
+                found.extend(task_from_row(row) for row in conn.execute(stmt))
+        # Batches come back separately; one sort gives the task order over all of them.
+        # Python orders str by code point, as SQLite's BINARY and PostgreSQL's "C" collation do.
+        return sorted(found, key=lambda t: (t.created_at, t.task_exec_id))
+
+    def upsert_state(self, state: TaskState) -> TaskState:
+        state.validate()
+        now = utc_now()
+        values: dict[str, Any] = {name: getattr(state, name) for name in _UPDATABLE}
+        values.update(
+            task_exec_id=state.task_exec_id,
+            component=state.component.value,
+            status=state.status.value,
+            execution_type=state.execution_type.value,
+            usage=usage_value(state.usage),
+            created_at=state.created_at or now,
+            updated_at=now,
+        )
+        insert = self._db.dialect.insert(task_states).values(**values)
+        updated: dict[str, Any] = {name: insert.excluded[name] for name in _UPDATABLE}
+        updated["updated_at"] = not_before(_T.updated_at, insert.excluded.updated_at)
+        stmt = insert.on_conflict_do_update(
+            index_elements=[_T.task_exec_id], set_=updated
+        ).returning(*task_states.c)
+        try:
+            with self._write() as conn:
+                return task_from_row(conn.execute(stmt).one())
+        except ForeignKeyViolation:
+            raise self._missing_reference(state) from None
+
+    def _missing_reference(self, state: TaskState) -> ConstraintViolation:
+        """Say which reference of ``state`` does not exist (SQLite does not tell)."""
+        with self._read() as conn:
+            has_workflow = conn.execute(
+                sa.select(sa.literal(1)).where(
+                    workflow_states.c.workflow_exec_id == state.workflow_exec_id
+                )
+            ).first()
+            if has_workflow is None:
+                return ConstraintViolation(
+                    f"task {state.task_exec_id} refers to workflow execution "
+                    f"{state.workflow_exec_id}, which does not exist: store the workflow first"
+                )
+        return ConstraintViolation(
+            f"task {state.task_exec_id} refers to parent task {state.parent_state_id}, "
+            "which does not exist: store the parent first"
+        )
+
+    def get_state(self, task_exec_id: str) -> TaskState:
+        task_exec_id = check_id(task_exec_id, "task_exec_id")
+        stmt = sa.select(task_states).where(_T.task_exec_id == task_exec_id)
+        with self._read() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            raise _not_found(task_exec_id)
+        return task_from_row(row)
+
+    def get_state_for_update(self, task_exec_id: str) -> TaskState:
+        task_exec_id = check_id(task_exec_id, "task_exec_id")
+        stmt = self._db.dialect.for_update(
+            sa.select(task_states).where(_T.task_exec_id == task_exec_id)
+        )
+        with self._write(need_transaction="get_state_for_update") as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            raise _not_found(task_exec_id)
+        return task_from_row(row)
+
+    def get_usage_summary(self, task_exec_id: str) -> UsageSummary | None:
+        task_exec_id = check_id(task_exec_id, "task_exec_id")
+        with self._read() as conn:
+            row = conn.execute(sa.select(_T.usage).where(_T.task_exec_id == task_exec_id)).first()
+        if row is None:
+            raise _not_found(task_exec_id)
+        return usage_from(row.usage)
+
+    def list_tasks_in_workflow(self, workflow_exec_id: str) -> dict[str, TaskState]:
+        workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
+        return latest_by_task_id(self._list(_T.workflow_exec_id == workflow_exec_id))
+
+    def list_tasks_by_status(self, workflow_exec_id: str, status: Status) -> list[TaskState]:
+        workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
+        status = check_enum(Status, status, "status")
+        return self._list(_T.workflow_exec_id == workflow_exec_id, _T.status == status.value)
+
+    def list_tasks_by_agent(self, workflow_exec_id: str, agent_id: str) -> list[TaskState]:
+        workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
+        agent_id = check_id(agent_id, "agent_id")
+        return self._list(_T.workflow_exec_id == workflow_exec_id, _T.agent_id == agent_id)
+
+    def list_tasks_by_tool(self, workflow_exec_id: str, tool_id: str) -> list[TaskState]:
+        workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
+        tool_id = check_id(tool_id, "tool_id")
+        return self._list(_T.workflow_exec_id == workflow_exec_id, _T.tool_id == tool_id)
+
+    def list_children(self, parent_state_id: str) -> list[TaskState]:
+        parent_state_id = check_id(parent_state_id, "parent_state_id")
+        return self._list(_T.parent_state_id == parent_state_id)
+
+    def list_children_outputs(self, parent_state_id: str) -> dict[str, dict[str, Any]]:
+        parent_state_id = check_id(parent_state_id, "parent_state_id")
+        children = self._list(_T.parent_state_id == parent_state_id, _T.output.is_not(None))
+        return {
+            task_id: task.output
+            for task_id, task in latest_by_task_id(children).items()
+            if task.output is not None
+        }
+
+    def get_child_by_task_id(self, parent_state_id: str, task_id: str) -> TaskState:
+        parent_state_id = check_id(parent_state_id, "parent_state_id")
+        task_id = check_id(task_id, "task_id")
+        stmt = (
+            sa.select(task_states)
+            .where(_T.parent_state_id == parent_state_id, _T.task_id == task_id)
+            .order_by(_T.created_at.desc(), _T.task_exec_id.desc())
+            .limit(1)
+        )
+        with self._read() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            raise TaskNotFound(f"task {parent_state_id} has no child with task_id {task_id}")
+        return task_from_row(row)
+
+    def get_task_tree(self, root_state_id: str, max_depth: int = 100) -> list[TaskState]:
+        root_state_id = check_id(root_state_id, "root_state_id")
+        if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0:
+            raise ValidationError(f"max_depth is {max_depth!r}; pass an integer >= 0")
+        depth = sa.literal(0, sa.Integer).label("depth")
+        tree = (
+            sa.select(task_states, depth)
+            .where(_T.task_exec_id == root_state_id)
+            .cte("task_tree", recursive=True)
+        )
+        child = task_states.alias("child")
+        tree = tree.union_all(
+            sa.select(child, (tree.c.depth + 1).label("depth"))
+            .join(tree, child.c.parent_state_id == tree.c.task_exec_id)
+            .where(tree.c.depth < max_depth)
+        )
+        stmt = sa.select(tree).order_by(tree.c.depth, tree.c.created_at, tree.c.task_exec_id)
+        with self._read() as conn:
+            rows = list(conn.execute(stmt))
+        # A parent link rewritten into a cycle would repeat rows at greater depths (bounded by
+        # max_depth); each task is reported once, at its smallest depth.
+        seen: set[str] = set()
+        tree_states = []
+        for row in rows:
+            if row.task_exec_id not in seen:
+                seen.add(row.task_exec_id)
+                tree_states.append(task_from_row(row))
+        return tree_states
+
+    def get_progress_info(self, parent_state_id: str) -> ProgressInfo:
+        parent_state_id = check_id(parent_state_id, "parent_state_id")
+        stmt = (
+            sa.select(_T.status, sa.func.count())
+            .where(_T.parent_state_id == parent_state_id)
+            .group_by(_T.status)
+        )
+        with self._read() as conn:
+            counts = {Status(status): int(n) for status, n in conn.execute(stmt)}
+        return ProgressInfo.from_counts(counts)
+
+    def merge_usage(self, task_exec_id: str, summary: UsageSummary | None) -> UsageSummary | None:
+        return merge_usage_into(
+            self, task_states, _T.task_exec_id, task_exec_id, summary, _not_found
+        )

@@ -1,0 +1,245 @@
+"""``WorkflowRepository`` on SQLAlchemy Core, one implementation for both databases."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from compozy.core import ExecutionType, Status
+from compozy.core.values import check_enum, check_id, check_json_object, utc_now
+from compozy.errors import WorkflowNotFound, WorkflowNotReady
+from compozy.store.repos.common import (
+    Repository,
+    latest_by_task_id,
+    merge_usage_into,
+    not_before,
+    now_param,
+    task_from_row,
+    tasks_of_executions,
+    usage_from,
+    usage_value,
+)
+from compozy.store.tables import task_states, workflow_states
+from compozy.task import TaskState
+from compozy.usage import UsageSummary
+from compozy.workflow import OutputTransformer, WorkflowFilter, WorkflowState
+
+_WF = workflow_states.c
+_NEWEST_FIRST = (_WF.created_at.desc(), _WF.workflow_exec_id.desc())
+_TRANSFORM_FAILED = "OUTPUT_TRANSFORMATION_FAILED"
+
+
+def _not_found(exec_id: str) -> WorkflowNotFound:
+    return WorkflowNotFound(f"workflow execution {exec_id} not found")
+
+
+def _from_row(row: Row[Any], tasks: list[TaskState]) -> WorkflowState:
+    m = row._mapping
+    return WorkflowState(
+        workflow_exec_id=m["workflow_exec_id"],
+        workflow_id=m["workflow_id"],
+        status=m["status"],
+        usage=usage_from(m["usage"]),
+        input=m["input"],
+        output=m["output"],
+        error=m["error"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        tasks=latest_by_task_id(tasks),
+    )
+
+
+class SqlWorkflowRepository(Repository):
+    """Workflow executions with their tasks."""
+
+    def _load(self, conn: Connection, rows: list[Row[Any]]) -> list[WorkflowState]:
+        tasks = tasks_of_executions(self._db, conn, [r.workflow_exec_id for r in rows])
+        return [_from_row(r, tasks[r.workflow_exec_id]) for r in rows]
+
+    def _one(self, stmt: sa.Select[Any], missing: str) -> WorkflowState:
+        with self._read() as conn:
+            row = conn.execute(stmt.limit(1)).first()
+            if row is None:
+                raise WorkflowNotFound(missing)
+            return self._load(conn, [row])[0]
+
+    def list_states(self, filter: WorkflowFilter | None = None) -> list[WorkflowState]:
+        stmt = sa.select(workflow_states).order_by(*_NEWEST_FIRST)
+        if filter is not None:
+            for name in ("workflow_id", "workflow_exec_id", "status"):
+                value = getattr(filter, name)
+                if value is not None:
+                    stmt = stmt.where(_WF[name] == value)
+        with self._read() as conn:
+            return self._load(conn, list(conn.execute(stmt)))
+
+    def upsert_state(self, state: WorkflowState) -> WorkflowState:
+        state.validate()
+        now = utc_now()
+        insert = self._db.dialect.insert(workflow_states).values(
+            workflow_exec_id=state.workflow_exec_id,
+            workflow_id=state.workflow_id,
+            status=state.status.value,
+            usage=usage_value(state.usage),
+            input=state.input,
+            output=state.output,
+            error=state.error,
+            created_at=state.created_at or now,
+            updated_at=now,
+        )
+        updated = {
+            name: insert.excluded[name]
+            for name in ("workflow_id", "status", "usage", "input", "output", "error")
+        }
+        updated["updated_at"] = not_before(_WF.updated_at, insert.excluded.updated_at)
+        stmt = insert.on_conflict_do_update(
+            index_elements=[_WF.workflow_exec_id], set_=updated
+        ).returning(*workflow_states.c)
+        with self._write() as conn:
+            row = conn.execute(stmt).one()
+            return self._load(conn, [row])[0]
+
+    def update_status(self, workflow_exec_id: str, status: Status) -> WorkflowState:
+        workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
+        status = check_enum(Status, status, "status")
+        now = now_param(utc_now())
+        stmt = (
+            sa.update(workflow_states)
+            .where(_WF.workflow_exec_id == workflow_exec_id)
+            .values(status=status.value, updated_at=not_before(_WF.updated_at, now))
+            .returning(*workflow_states.c)
+        )
+        with self._write() as conn:
+            row = conn.execute(stmt).first()
+            if row is None:
+                raise _not_found(workflow_exec_id)
+            return self._load(conn, [row])[0]
+
+    def get_state(self, workflow_exec_id: str) -> WorkflowState:
+        workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
+        stmt = sa.select(workflow_states).where(_WF.workflow_exec_id == workflow_exec_id)
+        return self._one(stmt, f"workflow execution {workflow_exec_id} not found")
+
+    def get_state_by_id(self, workflow_id: str) -> WorkflowState:
+        workflow_id = check_id(workflow_id, "workflow_id")
+        stmt = (
+            sa.select(workflow_states)
+            .where(_WF.workflow_id == workflow_id)
+            .order_by(*_NEWEST_FIRST)
+        )
+        return self._one(stmt, f"no execution of workflow {workflow_id} found")
+
+    def _by_task_column(self, workflow_id: str, column: str, value: str) -> WorkflowState:
+        workflow_id = check_id(workflow_id, "workflow_id")
+        value = check_id(value, column)
+        has_task = (
+            sa.select(sa.literal(1))
+            .where(task_states.c.workflow_exec_id == _WF.workflow_exec_id)
+            .where(task_states.c[column] == value)
+            .exists()
+        )
+        stmt = (
+            sa.select(workflow_states)
+            .where(_WF.workflow_id == workflow_id, has_task)
+            .order_by(*_NEWEST_FIRST)
+        )
+        return self._one(
+            stmt, f"no execution of workflow {workflow_id} has a task with {column} {value}"
+        )
+
+    def get_state_by_task_id(self, workflow_id: str, task_id: str) -> WorkflowState:
+        return self._by_task_column(workflow_id, "task_id", task_id)
+
+    def get_state_by_agent_id(self, workflow_id: str, agent_id: str) -> WorkflowState:
+        return self._by_task_column(workflow_id, "agent_id", agent_id)
+
+    def get_state_by_tool_id(self, workflow_id: str, tool_id: str) -> WorkflowState:
+        return self._by_task_column(workflow_id, "tool_id", tool_id)
+
+    def complete_workflow(
+        self, workflow_exec_id: str, transformer: OutputTransformer | None = None
+    ) -> WorkflowState:
+        workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
+        locked = self._db.dialect.for_update(
+            sa.select(workflow_states).where(_WF.workflow_exec_id == workflow_exec_id)
+        )
+        with self._write() as conn:
+            row = conn.execute(locked).first()
+            if row is None:
+                raise _not_found(workflow_exec_id)
+            state = self._load(conn, [row])[0]
+            if state.status.is_terminal:
+                return state
+            top_level = [
+                task_from_row(r)
+                for r in conn.execute(
+                    sa.select(task_states).where(
+                        task_states.c.workflow_exec_id == workflow_exec_id,
+                        task_states.c.parent_state_id.is_(None),
+                    )
+                )
+            ]
+            running = sorted(t.task_exec_id for t in top_level if t.status.is_running)
+            if running:
+                raise WorkflowNotReady(
+                    f"workflow execution {workflow_exec_id} cannot complete: top-level tasks "
+                    f"{', '.join(running)} are still running"
+                )
+            failed = any(t.status.is_failed for t in top_level)
+            state.status = Status.FAILED if failed else Status.SUCCESS
+            state.output = _default_output(state.tasks)
+            if transformer is not None:
+                _apply_transformer(state, transformer)
+            now = now_param(utc_now())
+            stmt = (
+                sa.update(workflow_states)
+                .where(_WF.workflow_exec_id == workflow_exec_id)
+                .values(
+                    status=state.status.value,
+                    output=state.output,
+                    error=state.error,
+                    updated_at=not_before(_WF.updated_at, now),
+                )
+                .returning(_WF.updated_at)
+            )
+            state.updated_at = conn.execute(stmt).scalar_one()
+            return state
+
+    def merge_usage(
+        self, workflow_exec_id: str, summary: UsageSummary | None
+    ) -> UsageSummary | None:
+        return merge_usage_into(
+            self, workflow_states, _WF.workflow_exec_id, workflow_exec_id, summary, _not_found
+        )
+
+
+def _default_output(tasks: dict[str, TaskState]) -> dict[str, Any]:
+    output: dict[str, Any] = {}
+    for task_id, task in tasks.items():
+        entry: dict[str, Any] = {"output": task.output}
+        if task.parent_state_id is not None:
+            entry["parent_state_id"] = task.parent_state_id
+        if task.execution_type is ExecutionType.PARALLEL:
+            entry["execution_type"] = ExecutionType.PARALLEL.value
+        output[task_id] = entry
+    return output
+
+
+def _apply_transformer(state: WorkflowState, transformer: OutputTransformer) -> None:
+    """Set the transformer's output; if it fails, store FAILED with the error instead."""
+    default_output = state.output
+    try:
+        # The transformer gets a deep copy: whatever it does to its argument is not stored.
+        output = transformer(copy.deepcopy(state))
+        state.output = check_json_object(output, "transformed output") or {}
+    except Exception as exc:  # noqa: BLE001 - a failing transformer is recorded, not raised
+        _fail(state, default_output, str(exc) or type(exc).__name__)
+
+
+def _fail(state: WorkflowState, default_output: dict[str, Any] | None, message: str) -> None:
+    state.status = Status.FAILED
+    state.output = default_output
+    state.error = {"message": message, "code": _TRANSFORM_FAILED}

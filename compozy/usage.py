@@ -1,0 +1,206 @@
+"""Token usage of LLM calls and how usage from several calls merges (SPEC 1.2). No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any
+
+from compozy.core.values import check_optional_timestamp, check_text
+from compozy.errors import ValidationError
+
+__all__ = ["UsageEntry", "UsageSummary"]
+
+_SOURCES = ("task", "workflow", "")
+_COUNTERS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_OPTIONAL_COUNTERS = (
+    "reasoning_tokens",
+    "cached_prompt_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+)
+
+
+def _check_count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"usage {name} must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise ValidationError(f"usage {name} is {value}; token counts cannot be negative")
+    return value
+
+
+def _format_time(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(value: Any, name: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValidationError(f"usage {name} must be an ISO 8601 timestamp string")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(f"usage {name} {value!r} is not an ISO 8601 timestamp") from None
+
+
+@dataclass(kw_only=True)
+class UsageEntry:
+    """Token counts for one (provider, model, source); normalised when built."""
+
+    provider: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    reasoning_tokens: int | None = None
+    cached_prompt_tokens: int | None = None
+    input_audio_tokens: int | None = None
+    output_audio_tokens: int | None = None
+    agent_ids: list[str] = field(default_factory=list)
+    captured_at: datetime | None = None
+    updated_at: datetime | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Normalise and check every field; raise ``ValidationError`` naming the bad one."""
+        self.provider = check_text(self.provider, "usage provider", allow_empty=True).strip()
+        self.model = check_text(self.model, "usage model", allow_empty=True).strip()
+        if not self.provider:
+            raise ValidationError("usage provider is empty: name the LLM provider, e.g. 'openai'")
+        if not self.model:
+            raise ValidationError(
+                f"usage model is empty for provider {self.provider!r}: name the model"
+            )
+        for name in _COUNTERS:
+            _check_count(getattr(self, name), name)
+        for name in _OPTIONAL_COUNTERS:
+            value = getattr(self, name)
+            if value is not None:
+                _check_count(value, name)
+        if self.total_tokens == 0:
+            self.total_tokens = self.prompt_tokens + self.completion_tokens
+        agent_ids: Any = self.agent_ids
+        if isinstance(agent_ids, str) or not isinstance(agent_ids, Iterable):
+            raise ValidationError("usage agent_ids must be a list of strings")
+        ids = {
+            check_text(a, "usage agent_ids item", allow_empty=True).strip() for a in self.agent_ids
+        }
+        self.agent_ids = sorted(ids - {""})
+        self.captured_at = check_optional_timestamp(self.captured_at, "usage captured_at")
+        self.updated_at = check_optional_timestamp(self.updated_at, "usage updated_at")
+        source = check_text(self.source, "usage source", allow_empty=True).strip().lower()
+        if source not in _SOURCES:
+            raise ValidationError(
+                f"usage source is {self.source!r}; allowed values: task, workflow, ''"
+            )
+        self.source = source
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Entries with equal keys are summed by a merge (compared case-insensitively)."""
+        return (self.provider.casefold(), self.model.casefold(), self.source.casefold())
+
+    def _sort_key(self) -> tuple[str, ...]:
+        return (*self.key, self.provider, self.model, self.source)
+
+    def combine(self, other: UsageEntry) -> UsageEntry:
+        """Sum two entries with the same key."""
+
+        def add_optional(a: int | None, b: int | None) -> int | None:
+            return None if a is None and b is None else (a or 0) + (b or 0)
+
+        captured = [t for t in (self.captured_at, other.captured_at) if t is not None]
+        updated = [t for t in (self.updated_at, other.updated_at) if t is not None]
+        optional: dict[str, Any] = {
+            n: add_optional(getattr(self, n), getattr(other, n)) for n in _OPTIONAL_COUNTERS
+        }
+        return replace(
+            self,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            **optional,
+            agent_ids=sorted(set(self.agent_ids) | set(other.agent_ids)),
+            captured_at=min(captured) if captured else None,
+            updated_at=max(updated) if updated else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (timestamps as fixed-width ISO 8601 UTC strings)."""
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["agent_ids"] = list(self.agent_ids)
+        data["captured_at"] = _format_time(self.captured_at)
+        data["updated_at"] = _format_time(self.updated_at)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> UsageEntry:
+        """Build an entry from ``to_json`` output; unknown keys are refused."""
+        if not isinstance(data, dict):
+            raise ValidationError("a usage entry must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValidationError(
+                f"usage entry has unknown keys {unknown}; allowed: {sorted(known)}"
+            )
+        values = dict(data)
+        for name in ("captured_at", "updated_at"):
+            values[name] = _parse_time(values.get(name), name)
+        return cls(**values)
+
+
+@dataclass(kw_only=True)
+class UsageSummary:
+    """A list of usage entries, one per key, sorted by (provider, model, source)."""
+
+    entries: list[UsageEntry] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check and re-normalise every entry (entries are mutable after construction)."""
+        if not isinstance(self.entries, list):
+            raise ValidationError("usage entries must be a list of UsageEntry")
+        for entry in self.entries:
+            if not isinstance(entry, UsageEntry):
+                raise ValidationError(
+                    f"usage entries must be UsageEntry, got {type(entry).__name__}"
+                )
+            entry.validate()
+        self.entries = _merge_entries(self.entries)
+
+    def is_empty(self) -> bool:
+        """True when there is no entry."""
+        return not self.entries
+
+    def merge(self, other: UsageSummary | None) -> UsageSummary:
+        """Return a new summary holding both; entries with equal keys are summed."""
+        if other is None:
+            return UsageSummary(entries=list(self.entries))
+        return UsageSummary(entries=[*self.entries, *other.entries])
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """The bare JSON array that the ``usage`` column stores."""
+        return [entry.to_json() for entry in self.entries]
+
+    @classmethod
+    def from_json(cls, data: Any) -> UsageSummary:
+        """Build a summary from the stored JSON array."""
+        if not isinstance(data, list):
+            raise ValidationError("stored usage must be a JSON array of entries")
+        return cls(entries=[UsageEntry.from_json(item) for item in data])
+
+
+def _merge_entries(entries: Iterable[UsageEntry]) -> list[UsageEntry]:
+    merged: dict[tuple[str, str, str], UsageEntry] = {}
+    for entry in entries:
+        existing = merged.get(entry.key)
+        merged[entry.key] = entry if existing is None else existing.combine(entry)
+    return sorted(merged.values(), key=UsageEntry._sort_key)

@@ -1,0 +1,138 @@
+"""The public fixtures of the compozy testkit.
+
+Every backend-aware fixture depends on ``compozy_backend``, which the plugin parametrises over
+the selected backends, so a test using any of them runs once per backend (``test_x[sqlite]``,
+``test_x[postgres]``). A downstream suite may override ``compozy_store`` to put another
+implementation of the repository protocols under the contract tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from compozy_testkit.databases import TestDatabase, WorkerPostgres
+
+if TYPE_CHECKING:
+    from compozy.auth import AuthRepository
+    from compozy.store import Store
+    from compozy.task import TaskRepository
+    from compozy.workflow import WorkflowRepository
+    from compozy_testkit.provision.sqlite import SQLiteTemplates
+
+__all__ = [
+    "auth_repo",
+    "compozy_backend",
+    "compozy_database",
+    "compozy_empty_database",
+    "compozy_store",
+    "task_repo",
+    "workflow_repo",
+]
+
+
+@pytest.fixture(scope="session")
+def _compozy_sqlite_templates(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[SQLiteTemplates]:
+    from compozy_testkit.provision.sqlite import SQLiteTemplates
+
+    templates = SQLiteTemplates(tmp_path_factory.mktemp("compozy-sqlite"))
+    yield templates
+    templates.close()
+
+
+@pytest.fixture(scope="session")
+def _compozy_worker_postgres(request: pytest.FixtureRequest) -> Iterator[WorkerPostgres | None]:
+    from compozy_testkit.plugin import STATE_KEY
+    from compozy_testkit.provision.postgres import PostgresServer
+
+    run = request.config.stash[STATE_KEY].postgres
+    if run is None or run.error:
+        yield None
+        return
+    server = PostgresServer(run.admin_url, run.source, run.seconds)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"{run.prefix}_{worker}"
+    url = server.create_database(name, template=run.template)
+    yield WorkerPostgres(server, name, url, run.prefix)
+    server.drop_database(name)
+
+
+@pytest.fixture
+def compozy_backend(request: pytest.FixtureRequest) -> str:
+    """The backend this test runs on: ``sqlite`` (in memory), ``sqlite-file`` or ``postgres``."""
+    from compozy_testkit.plugin import STATE_KEY
+
+    backend: str = getattr(request, "param", "sqlite")
+    if backend == "postgres":
+        state = request.config.stash[STATE_KEY]
+        run = state.postgres
+        if run is None or run.error:
+            reason = f"no PostgreSQL: {run.error if run else 'postgres backend not provisioned'}"
+            if state.require_postgres:
+                pytest.fail(
+                    f"{reason} (required: CI=true or --compozy-require-postgres)", pytrace=False
+                )
+            pytest.skip(reason)
+    return backend
+
+
+def _database(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path, migrated: bool
+) -> TestDatabase:
+    templates = request.getfixturevalue("_compozy_sqlite_templates") if migrated else None
+    postgres = (
+        request.getfixturevalue("_compozy_worker_postgres") if backend == "postgres" else None
+    )
+    return TestDatabase(
+        backend, migrated=migrated, templates=templates, tmp_path=tmp_path, postgres=postgres
+    )
+
+
+@pytest.fixture
+def compozy_database(
+    compozy_backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[TestDatabase]:
+    """A clean, migrated database on the current backend; ``.open()`` gives more Stores on it."""
+    database = _database(request, compozy_backend, tmp_path, migrated=True)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def compozy_empty_database(
+    compozy_backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[TestDatabase]:
+    """A database with no schema on the current backend (for migration tests)."""
+    database = _database(request, compozy_backend, tmp_path, migrated=False)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def compozy_store(compozy_database: TestDatabase) -> Store:
+    """A clean, migrated Store on the current backend, closed after the test."""
+    return compozy_database.store()
+
+
+@pytest.fixture
+def workflow_repo(compozy_store: Store) -> WorkflowRepository:
+    """The workflow repository of ``compozy_store``."""
+    return compozy_store.workflows
+
+
+@pytest.fixture
+def task_repo(compozy_store: Store) -> TaskRepository:
+    """The task repository of ``compozy_store``."""
+    return compozy_store.tasks
+
+
+@pytest.fixture
+def auth_repo(compozy_store: Store) -> AuthRepository:
+    """The auth repository of ``compozy_store``."""
+    return compozy_store.auth

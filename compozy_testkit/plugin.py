@@ -1,0 +1,157 @@
+"""The compozy pytest plugin: options, backend selection and PostgreSQL provisioning.
+
+Registered through the ``pytest11`` entry point. Only pytest and the standard library are
+imported at load time, so a project that installed ``compozy`` without the ``testkit`` extra
+still gets a working pytest run. Public fixtures live in ``compozy_testkit.fixtures``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from compozy_testkit.fixtures import *  # noqa: F403 - the public fixtures
+from compozy_testkit.fixtures import _compozy_sqlite_templates, _compozy_worker_postgres  # noqa: F401
+from compozy_testkit.session import BACKENDS, KitState, PostgresRun, in_ci, parse_backends
+
+STATE_KEY = pytest.StashKey[KitState]()
+MARKER = "compozy_backends"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("compozy", "compozy storage backends")
+    group.addoption(
+        "--compozy-backend",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"run backend-aware tests on NAME: {', '.join(BACKENDS)} or all; repeatable "
+        "(default: ini compozy_backends, env COMPOZY_TEST_BACKENDS, else all)",
+    )
+    group.addoption(
+        "--compozy-postgres-url",
+        default=None,
+        metavar="URL",
+        help="PostgreSQL to test against (needs CREATE DATABASE rights); default: ini "
+        "compozy_postgres_url, env COMPOZY_TEST_POSTGRES_URL, else a throwaway local cluster, "
+        "else testcontainers",
+    )
+    group.addoption(
+        "--compozy-require-postgres",
+        action="store_true",
+        default=False,
+        help="fail, instead of skipping, the postgres tests when no PostgreSQL can be had "
+        "(implied when CI=true)",
+    )
+    parser.addini("compozy_backends", "default backends (comma or space separated)", default="")
+    parser.addini("compozy_postgres_url", "PostgreSQL URL for the postgres backend", default="")
+    parser.addini(
+        "compozy_require_postgres",
+        "fail when PostgreSQL is unavailable",
+        type="bool",
+        default=False,
+    )
+
+
+def _selected_backends(config: pytest.Config) -> tuple[str, ...]:
+    values: list[str] = config.getoption("--compozy-backend")
+    if not values:
+        values = [os.environ.get("COMPOZY_TEST_BACKENDS", "")]
+    if not values[0].strip():
+        values = [str(config.getini("compozy_backends")).replace(" ", ",")]
+    if not values[0].strip():
+        values = ["all"]
+    try:
+        return parse_backends(values)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(*names, reason=''): run this test only on the named compozy backends "
+        f"({', '.join(BACKENDS)}); on the others it is skipped with the reason",
+    )
+    url = (
+        config.getoption("--compozy-postgres-url")
+        or os.environ.get("COMPOZY_TEST_POSTGRES_URL")
+        or config.getini("compozy_postgres_url")
+        or None
+    )
+    state = KitState(
+        backends=_selected_backends(config),
+        require_postgres=bool(
+            config.getoption("--compozy-require-postgres")
+            or config.getini("compozy_require_postgres")
+            or in_ci()
+        ),
+        postgres_url=url,
+    )
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        data = workerinput.get("compozy_postgres")
+        state.postgres = PostgresRun.from_workerinput(data) if data else None
+    elif "postgres" in state.backends and not config.option.collectonly:
+        state.provision_postgres()
+    config.stash[STATE_KEY] = state
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(state), "compozy-xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.shutdown()
+
+
+class _XdistHooks:
+    """Hand the controller's PostgreSQL to each worker (registered only when xdist is there)."""
+
+    def __init__(self, state: KitState) -> None:
+        self._state = state
+
+    def pytest_configure_node(self, node: Any) -> None:
+        if self._state.postgres is not None:
+            node.workerinput["compozy_postgres"] = self._state.postgres.to_workerinput()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash[STATE_KEY]
+    lines = [f"compozy backends: {', '.join(state.backends) or 'none'}"]
+    pg = state.postgres
+    if pg is not None:
+        if pg.error:
+            what = "fail" if state.require_postgres else "skip"
+            lines.append(f"compozy postgres: unavailable, postgres tests will {what}: {pg.error}")
+        else:
+            lines.append(
+                f"compozy postgres: {pg.source}, ready in {pg.seconds:.2f}s "
+                "(server + migrated template)"
+            )
+    return lines
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "compozy_backend" not in metafunc.fixturenames:
+        return
+    backends = metafunc.config.stash[STATE_KEY].backends
+    marker = metafunc.definition.get_closest_marker(MARKER)
+    params = []
+    for backend in backends:
+        marks = []
+        if marker is not None and backend not in marker.args:
+            reason = marker.kwargs.get("reason") or f"runs only on {', '.join(marker.args)}"
+            marks.append(pytest.mark.skip(reason=f"{backend}: {reason}"))
+        params.append(pytest.param(backend, id=backend, marks=marks))
+    if not params:
+        params = [
+            pytest.param(
+                "none",
+                id="no-backend",
+                marks=pytest.mark.skip(reason="no compozy backend selected"),
+            )
+        ]
+    metafunc.parametrize("compozy_backend", params, indirect=True, scope="function")

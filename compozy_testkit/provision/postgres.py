@@ -1,0 +1,270 @@
+"""Where the tests' PostgreSQL comes from, and how its databases are made and dropped.
+
+Sources, first that works: an explicit URL; a throwaway cluster built from the installed server
+binaries (``initdb`` + ``pg_ctl``, fsync off, its own temp dir and port; through ``runuser -u
+postgres`` when running as root, since both refuse to run as root); testcontainers when a Docker
+engine answers. ``PostgresUnavailable`` lists everything that was tried.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+_STARTUP_TIMEOUT = 60
+
+
+class PostgresUnavailable(Exception):
+    """No source gave a PostgreSQL server; ``tried`` says what was attempted and why it failed."""
+
+    def __init__(self, tried: list[str]) -> None:
+        super().__init__("no PostgreSQL for the tests: " + "; ".join(tried))
+        self.tried = tried
+
+
+@dataclass
+class PostgresServer:
+    """A running server the tests may create and drop databases on."""
+
+    admin_url: str
+    """``postgresql://`` URL of a database to run CREATE/DROP DATABASE from."""
+    source: str
+    startup_seconds: float
+    stop_callback: Callable[[], None] | None = field(default=None, repr=False)
+
+    def url(self, database: str) -> str:
+        """The URL of another database on this server."""
+        base, _, query = self.admin_url.partition("?")
+        root = base.rsplit("/", 1)[0]
+        return f"{root}/{database}" + (f"?{query}" if query else "")
+
+    def execute(self, statement: sql.Composed) -> None:
+        """Run one statement outside a transaction (CREATE/DROP DATABASE need that)."""
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(statement)
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create ``name`` (a copy of ``template`` if given) and return its URL."""
+        stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            # FILE_COPY clones a small database faster than PostgreSQL 15's default WAL_LOG.
+            stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        for attempt in range(20):
+            try:
+                self.execute(stmt)
+                break
+            except psycopg.errors.ObjectInUse:
+                # "source database is being accessed by other users": a pooled connection of
+                # the template's last user is still closing.
+                if attempt == 19:
+                    raise
+                time.sleep(0.1)
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop ``name`` even if sessions are still connected to it."""
+        self.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+    def stop(self) -> None:
+        """Stop the server if these tests started it."""
+        if self.stop_callback is not None:
+            self.stop_callback()
+            self.stop_callback = None
+
+
+def unique_prefix() -> str:
+    """A database-name prefix that two test runs on one server never share."""
+    return f"cpzy_{secrets.token_hex(4)}"
+
+
+def acquire(url: str | None, *, allow_docker: bool = True) -> PostgresServer:
+    """The first PostgreSQL source that works, or ``PostgresUnavailable``."""
+    tried: list[str] = []
+    if url:
+        started = time.perf_counter()
+        try:
+            with psycopg.connect(url, connect_timeout=10) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise PostgresUnavailable(
+                [f"URL {_mask(url)}: {str(exc).strip().splitlines()[0]}"]
+            ) from None
+        return PostgresServer(url, f"URL {_mask(url)}", time.perf_counter() - started)
+    tried.append("no URL given (--compozy-postgres-url / COMPOZY_TEST_POSTGRES_URL)")
+    try:
+        return start_local_cluster()
+    except PostgresUnavailable as exc:
+        tried.extend(exc.tried)
+    if allow_docker:
+        try:
+            return start_container()
+        except PostgresUnavailable as exc:
+            tried.extend(exc.tried)
+    else:
+        tried.append("testcontainers: not tried")
+    raise PostgresUnavailable(tried)
+
+
+def _mask(url: str) -> str:
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "<unparseable URL>"
+    user, host = info.get("user", ""), info.get("host", "localhost")
+    return f"postgresql://{user}@{host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+def find_bindir() -> Path | None:
+    """The folder holding ``initdb`` and ``pg_ctl``: PATH, then ``pg_config``, then Debian's."""
+    initdb = shutil.which("initdb")
+    if initdb and shutil.which("pg_ctl"):
+        return Path(os.path.realpath(initdb)).parent
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        result = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=False
+        )
+        candidate = Path(result.stdout.strip())
+        if (candidate / "initdb").exists():
+            return candidate
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version_key)
+    return Path(found[-1]).parent if found else None
+
+
+def _version_key(path: str) -> int:
+    part = Path(path).parent.parent.name
+    return int(part) if part.isdigit() else 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_local_cluster() -> PostgresServer:
+    """initdb + pg_ctl start in a short temp dir; stopped and removed by ``stop()``."""
+    bindir = find_bindir()
+    if bindir is None:
+        raise PostgresUnavailable(
+            [
+                "local cluster: initdb not found "
+                "(looked on PATH, in pg_config --bindir and /usr/lib/postgresql/*/bin)"
+            ]
+        )
+    as_root = os.geteuid() == 0
+    if as_root and shutil.which("runuser") is None:
+        raise PostgresUnavailable(["local cluster: running as root and runuser is missing"])
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    started = time.perf_counter()
+    # The unix socket path must stay under 107 bytes, so the folder lives directly in /tmp
+    # (mkdtemp makes it private to its owner).
+    short = "/tmp" if os.path.isdir("/tmp") else None  # noqa: S108
+    base = Path(tempfile.mkdtemp(prefix="cpzy-pg-", dir=short))
+    data, log = base / "data", base / "server.log"
+    if as_root:
+        shutil.chown(base, "postgres", "postgres")
+
+    def run(*args: str) -> None:
+        result = subprocess.run([*prefix, *args], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            if log.exists():
+                detail += log.read_text(errors="replace").strip().splitlines()[-3:]
+            shutil.rmtree(base, ignore_errors=True)
+            raise PostgresUnavailable(
+                [f"local cluster ({bindir}): {args[0]} failed: {' '.join(detail)}"]
+            )
+
+    run(
+        str(bindir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "--no-sync",
+        "--no-instructions",
+        "-E",
+        "UTF8",
+        "--no-locale",
+    )
+    port = _free_port()
+    options = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+    )
+    run(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(log),
+        "-w",
+        "-s",
+        "-t",
+        str(_STARTUP_TIMEOUT),
+        "-o",
+        options,
+        "start",
+    )
+
+    def stop() -> None:
+        subprocess.run(
+            [
+                *prefix,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-m",
+                "immediate",
+                "-w",
+                "-s",
+                "stop",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    return PostgresServer(
+        url, f"local cluster ({bindir}, port {port})", time.perf_counter() - started, stop
+    )
+
+
+def start_container(image: str = "postgres:16-alpine") -> PostgresServer:
+    """A PostgreSQL container through testcontainers, when a Docker engine answers."""
+    started = time.perf_counter()
+    try:
+        from testcontainers.postgres import PostgresContainer
+    except ImportError:
+        raise PostgresUnavailable(["testcontainers: not installed"]) from None
+    try:
+        # The constructor already talks to Docker, so a missing engine fails here, fast.
+        container = PostgresContainer(image, driver=None)
+        container.start()
+    except Exception as exc:  # noqa: BLE001 - docker raises many types; all mean "unavailable"
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PostgresUnavailable([f"testcontainers ({image}): {message}"]) from None
+    url = container.get_connection_url()
+    return PostgresServer(
+        url, f"testcontainers ({image})", time.perf_counter() - started, container.stop
+    )

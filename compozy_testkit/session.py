@@ -1,0 +1,112 @@
+"""Run-wide state of the testkit: which backends run and where PostgreSQL came from.
+
+The controller process (or the only process, without xdist) decides and provisions; xdist
+workers receive the result through ``workerinput`` and never start a server of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+BACKENDS = ("sqlite", "sqlite-file", "postgres")
+"""In-memory SQLite, a SQLite file, PostgreSQL."""
+
+
+def parse_backends(values: list[str]) -> tuple[str, ...]:
+    """Expand ``all`` and comma lists into backend names, in canonical order; refuse unknowns."""
+    wanted: set[str] = set()
+    for value in values:
+        for name in (part.strip() for part in value.split(",")):
+            if not name:
+                continue
+            if name == "all":
+                wanted.update(BACKENDS)
+            elif name in BACKENDS:
+                wanted.add(name)
+            else:
+                raise ValueError(
+                    f"unknown compozy backend {name!r}; choose from {', '.join(BACKENDS)} or all"
+                )
+    return tuple(b for b in BACKENDS if b in wanted)
+
+
+@dataclass
+class PostgresRun:
+    """The PostgreSQL of this test run, or why there is none."""
+
+    admin_url: str = ""
+    source: str = ""
+    template: str = ""
+    prefix: str = ""
+    seconds: float = 0.0
+    error: str = ""
+
+    def to_workerinput(self) -> dict[str, Any]:
+        """Plain values that xdist can send to a worker."""
+        return asdict(self)
+
+    @classmethod
+    def from_workerinput(cls, data: dict[str, Any]) -> PostgresRun:
+        """Rebuild what the controller sent."""
+        return cls(**data)
+
+
+@dataclass
+class KitState:
+    """What every fixture of the plugin consults."""
+
+    backends: tuple[str, ...]
+    require_postgres: bool
+    postgres_url: str | None
+    postgres: PostgresRun | None = None
+    server: Any = field(default=None, repr=False)  # PostgresServer, on the provisioning process
+
+    def provision_postgres(self) -> None:
+        """Start or reach PostgreSQL and migrate a template database (controller only)."""
+        from compozy.config import DatabaseConfig
+        from compozy.store import open_store
+        from compozy_testkit.provision.postgres import PostgresUnavailable, acquire, unique_prefix
+
+        started = time.perf_counter()
+        try:
+            server = acquire(self.postgres_url)
+        except PostgresUnavailable as exc:
+            self.postgres = PostgresRun(error="; ".join(exc.tried))
+            return
+        self.server = server
+        prefix = unique_prefix()
+        template = f"{prefix}_template"
+        try:
+            url = server.create_database(template)
+            config = DatabaseConfig(driver="postgres", conn_string=url, auto_migrate=True)
+            open_store(config).close()
+        except Exception as exc:  # noqa: BLE001 - reported as the reason PostgreSQL is unusable
+            self.postgres = PostgresRun(source=server.source, error=f"template setup failed: {exc}")
+            return
+        self.postgres = PostgresRun(
+            admin_url=server.admin_url,
+            source=server.source,
+            template=template,
+            prefix=prefix,
+            seconds=time.perf_counter() - started,
+        )
+
+    def shutdown(self) -> None:
+        """Drop the template and stop a server this process started."""
+        if self.server is None:
+            return
+        if self.postgres is not None and self.postgres.template:
+            # The server may be going away anyway; a failed drop must not fail the run.
+            with contextlib.suppress(Exception):
+                self.server.drop_database(self.postgres.template)
+        self.server.stop()
+        self.server = None
+
+
+def in_ci() -> bool:
+    """True when the CI environment variable says so (GitHub Actions, most CI systems)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
