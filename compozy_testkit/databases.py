@@ -90,13 +90,15 @@ class TestDatabase:
         if self.backend == "sqlite":
             if self._stores:
                 raise RuntimeError("an in-memory SQLite database is private to its one Store")
+            busy_timeout = float(overrides.get("busy_timeout", 5.0))
             if self.migrated:
                 assert self._templates is not None
-                store = self._templates.memory_store()
+                store = self._templates.memory_store(busy_timeout=busy_timeout)
             else:
                 import sqlite3
 
-                store = open_sqlite_connection(sqlite3.connect(":memory:", check_same_thread=False))
+                connection = sqlite3.connect(":memory:", check_same_thread=False)
+                store = open_sqlite_connection(connection, busy_timeout=busy_timeout)
         else:
             assert self.config is not None
             path = Path(str(self.config.path))

@@ -39,6 +39,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "else testcontainers",
     )
     group.addoption(
+        "--compozy-postgres-source",
+        default=None,
+        choices=("auto", "local", "docker"),
+        help="without a URL, start PostgreSQL from the local binaries, from Docker "
+        "(testcontainers), or try both in that order (auto, the default; env "
+        "COMPOZY_TEST_POSTGRES_SOURCE, ini compozy_postgres_source)",
+    )
+    group.addoption(
         "--compozy-require-postgres",
         action="store_true",
         default=False,
@@ -47,6 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("compozy_backends", "default backends (comma or space separated)", default="")
     parser.addini("compozy_postgres_url", "PostgreSQL URL for the postgres backend", default="")
+    parser.addini("compozy_postgres_source", "auto, local or docker", default="")
     parser.addini(
         "compozy_require_postgres",
         "fail when PostgreSQL is unavailable",
@@ -69,6 +78,20 @@ def _selected_backends(config: pytest.Config) -> tuple[str, ...]:
         raise pytest.UsageError(str(exc)) from None
 
 
+def _postgres_source(config: pytest.Config) -> str:
+    source = (
+        config.getoption("--compozy-postgres-source")
+        or os.environ.get("COMPOZY_TEST_POSTGRES_SOURCE")
+        or config.getini("compozy_postgres_source")
+        or "auto"
+    )
+    if source not in ("auto", "local", "docker"):
+        raise pytest.UsageError(
+            f"compozy PostgreSQL source {source!r} is not one of auto, local, docker"
+        )
+    return str(source)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -89,6 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
             or in_ci()
         ),
         postgres_url=url,
+        postgres_source=_postgres_source(config),
     )
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:

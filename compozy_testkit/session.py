@@ -62,6 +62,7 @@ class KitState:
     backends: tuple[str, ...]
     require_postgres: bool
     postgres_url: str | None
+    postgres_source: str = "auto"
     postgres: PostgresRun | None = None
     server: Any = field(default=None, repr=False)  # PostgresServer, on the provisioning process
 
@@ -73,7 +74,7 @@ class KitState:
 
         started = time.perf_counter()
         try:
-            server = acquire(self.postgres_url)
+            server = acquire(self.postgres_url, source=self.postgres_source)
         except PostgresUnavailable as exc:
             self.postgres = PostgresRun(error="; ".join(exc.tried))
             return

@@ -48,8 +48,8 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(sa.Text())
-        return dialect.type_descriptor(sa.DateTime(timezone=True))
+            return sa.Text()
+        return sa.DateTime(timezone=True)
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
@@ -66,6 +66,40 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def json_text(value: Any) -> str:
+    """Compact JSON text whose numbers come back as equal Python values from both databases.
+
+    PostgreSQL's jsonb keeps numbers as ``numeric`` and prints them without an exponent, so
+    ``1.5e+300`` would come back as an int that is not equal to the float. Integral floats
+    written with an exponent are therefore spelled out in full with ``.0``: exact, and read back
+    as the same float. Everything else is what ``json.dumps`` writes.
+    """
+    if not _has_wide_integral_float(value):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _encode(value)
+
+
+def _has_wide_integral_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return value.is_integer() and "e" in repr(value)
+    if isinstance(value, dict):
+        return any(_has_wide_integral_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_wide_integral_float(v) for v in value)
+    return False
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and "e" in repr(value):
+        return f"{int(value)}.0"
+    if isinstance(value, dict):
+        items = (f"{json.dumps(k, ensure_ascii=False)}:{_encode(v)}" for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_encode(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
 class JSONValue(sa.TypeDecorator[Any]):
     """A JSON document; Python None is SQL NULL."""
 
@@ -74,13 +108,13 @@ class JSONValue(sa.TypeDecorator[Any]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(sa.Text())
-        return dialect.type_descriptor(postgresql.JSONB(none_as_null=True))
+            return sa.Text()
+        return postgresql.JSONB(none_as_null=True)
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None or dialect.name != "sqlite":
             return value
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return json_text(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         if value is None or dialect.name != "sqlite":
@@ -96,5 +130,5 @@ class Identifier(sa.TypeDecorator[str]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(sa.Text(collation="C"))
-        return dialect.type_descriptor(sa.Text())
+            return sa.Text(collation="C")
+        return sa.Text()

@@ -93,31 +93,35 @@ def unique_prefix() -> str:
     return f"cpzy_{secrets.token_hex(4)}"
 
 
-def acquire(url: str | None, *, allow_docker: bool = True) -> PostgresServer:
-    """The first PostgreSQL source that works, or ``PostgresUnavailable``."""
-    tried: list[str] = []
+SOURCES = ("auto", "local", "docker")
+"""Where to look when no URL is given: both in order, only the local binaries, only Docker."""
+
+
+def acquire(url: str | None, *, source: str = "auto") -> PostgresServer:
+    """The first PostgreSQL that works: ``url`` if given, else by ``source``; or raise
+    ``PostgresUnavailable`` saying what was tried."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown PostgreSQL source {source!r}; choose from {', '.join(SOURCES)}")
     if url:
         started = time.perf_counter()
         try:
             with psycopg.connect(url, connect_timeout=10) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
-            raise PostgresUnavailable(
-                [f"URL {_mask(url)}: {str(exc).strip().splitlines()[0]}"]
-            ) from None
+            reason = str(exc).strip().splitlines()[0]
+            raise PostgresUnavailable([f"URL {_mask(url)}: {reason}"]) from None
         return PostgresServer(url, f"URL {_mask(url)}", time.perf_counter() - started)
-    tried.append("no URL given (--compozy-postgres-url / COMPOZY_TEST_POSTGRES_URL)")
-    try:
-        return start_local_cluster()
-    except PostgresUnavailable as exc:
-        tried.extend(exc.tried)
-    if allow_docker:
+    tried = ["no URL given (--compozy-postgres-url / COMPOZY_TEST_POSTGRES_URL)"]
+    starters = {
+        "auto": (start_local_cluster, start_container),
+        "local": (start_local_cluster,),
+        "docker": (start_container,),
+    }[source]
+    for start in starters:
         try:
-            return start_container()
+            return start()
         except PostgresUnavailable as exc:
             tried.extend(exc.tried)
-    else:
-        tried.append("testcontainers: not tried")
     raise PostgresUnavailable(tried)
 
 
@@ -254,9 +258,12 @@ def start_container(image: str = "postgres:16-alpine") -> PostgresServer:
     """A PostgreSQL container through testcontainers, when a Docker engine answers."""
     started = time.perf_counter()
     try:
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
     except ImportError:
-        raise PostgresUnavailable(["testcontainers: not installed"]) from None
+        try:  # testcontainers before the core/community split
+            from testcontainers.postgres import PostgresContainer
+        except ImportError:
+            raise PostgresUnavailable(["testcontainers: not installed"]) from None
     try:
         # The constructor already talks to Docker, so a missing engine fails here, fast.
         container = PostgresContainer(image, driver=None)

@@ -24,7 +24,7 @@ class SQLiteTemplates:
         self._memory_store: Store | None = None
         self._file: Path | None = None
 
-    def memory_store(self) -> Store:
+    def memory_store(self, *, busy_timeout: float = 5.0) -> Store:
         """A Store over a private in-memory copy of the migrated template."""
         if self._memory is None:
             self._memory = sqlite3.connect(":memory:", check_same_thread=False)
@@ -32,7 +32,7 @@ class SQLiteTemplates:
             self._memory_store = open_sqlite_connection(self._memory, auto_migrate=True)
         clone = sqlite3.connect(":memory:", check_same_thread=False)
         self._memory.backup(clone)
-        return open_sqlite_connection(clone)
+        return open_sqlite_connection(clone, busy_timeout=busy_timeout)
 
     def copy_file(self, path: Path) -> None:
         """Put a copy of the migrated template file at ``path``."""

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
@@ -23,6 +24,7 @@ from compozy.store.dialects.base import (
     UniqueViolation,
     first_line,
 )
+from compozy.store.types import json_text
 
 _DRIVER = "postgresql+psycopg"
 _SCHEMES = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
@@ -48,18 +50,21 @@ class PostgresDialect(Dialect):
 
     def create_engine(self) -> Engine:
         cfg = self._config
-        return sa.create_engine(
+        engine = sa.create_engine(
             self.url,
             pool_size=cfg.pool_size,
             max_overflow=cfg.max_overflow,
             pool_pre_ping=True,
             pool_timeout=max(cfg.connect_timeout, 1.0),
+            json_serializer=json_text,
             connect_args={
                 # libpq counts whole seconds and treats values below 2 as 2
                 "connect_timeout": max(2, math.ceil(cfg.connect_timeout)),
                 "application_name": "compozy",
             },
         )
+        event.listen(engine, "connect", _on_connect)
+        return engine
 
     @contextmanager
     def guard(self, *, write: bool) -> Iterator[None]:
@@ -106,6 +111,14 @@ class PostgresDialect(Dialect):
         return None
 
 
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Timestamps come back in the session's zone; UTC keeps every value in datetime's range
+    # (9999-12-31 23:00 UTC is year 10000 east of Greenwich) and saves a conversion.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
+
+
 def build_url(config: DatabaseConfig) -> sa.URL:
     """The SQLAlchemy URL for ``config``: its conn_string (URL or libpq keywords) or its fields."""
     if config.conn_string is not None:
@@ -113,7 +126,7 @@ def build_url(config: DatabaseConfig) -> sa.URL:
         if "://" in raw:
             try:
                 url = sa.make_url(raw)
-            except sa_exc.ArgumentError:
+            except (sa_exc.ArgumentError, ValueError):
                 raise ConfigError(
                     "database.conn_string is not a valid URL: use postgresql://user:pass@host:5432/db"
                 ) from None

@@ -9,6 +9,7 @@ transactions (taking the write lock up front, where ``busy_timeout`` applies) an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -94,10 +95,8 @@ class SQLiteDialect(Dialect):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not path.exists():
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-                os.close(fd)
-        except FileExistsError:
-            pass  # another process created it between our check and open
+                with contextlib.suppress(FileExistsError):  # another process was faster
+                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except OSError as exc:
             raise StoreUnavailable(
                 f"cannot create the SQLite database {self.path}: {exc.strerror}; "

@@ -1,0 +1,154 @@
+"""``compozy migrate up|down|status``: move a database along the migration history (SPEC 4)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from compozy.config import DatabaseConfig, load_config
+from compozy.errors import ValidationError
+from compozy.store import Store, migrations, open_store
+from compozy.store.migrations import MigrationStatus
+
+__all__ = ["down", "migrate_app", "status", "up"]
+
+migrate_app = typer.Typer(
+    help="Apply, revert or show the database schema migrations.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigFile = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        help="Config file to read (default: compozy.yaml in the current directory, if any).",
+    ),
+]
+DbDriver = Annotated[
+    str | None,
+    typer.Option("--db-driver", metavar="postgres|sqlite", help="Database driver."),
+]
+DbPath = Annotated[
+    str | None,
+    typer.Option("--db-path", metavar="PATH", help="SQLite database file."),
+]
+DbConnString = Annotated[
+    str | None,
+    typer.Option("--db-conn-string", metavar="URL", help="PostgreSQL connection string."),
+]
+
+
+def _config(
+    config_file: str | None, driver: str | None, path: str | None, conn_string: str | None
+) -> DatabaseConfig:
+    overrides = {"database": {"driver": driver, "path": path, "conn_string": conn_string}}
+    return load_config(config_file, overrides=overrides).database
+
+
+def _missing_sqlite_file(config: DatabaseConfig) -> str | None:
+    """The path of a SQLite database file that does not exist yet (opening would create it)."""
+    if config.driver == "sqlite" and config.path not in (None, ":memory:"):
+        path = str(config.path)
+        return None if os.path.exists(path) else path
+    return None
+
+
+@contextmanager
+def _store(config: DatabaseConfig) -> Iterator[Store]:
+    """The configured database, opened without migrating it: these commands do that themselves."""
+    store = open_store(config.model_copy(update={"auto_migrate": False}))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _revision(revision: str | None, head: str) -> str:
+    if revision is None:
+        return "none"
+    return f"{revision} (head)" if revision == head else revision
+
+
+def _report(store: Store, before: MigrationStatus, after: MigrationStatus) -> None:
+    if before.current == after.current:
+        typer.echo(f"already at {_revision(after.current, after.head)}")
+        return
+    typer.echo(
+        f"migrated {store.location} from {_revision(before.current, before.head)} "
+        f"to {_revision(after.current, after.head)}"
+    )
+
+
+@migrate_app.command()
+def up(
+    to: Annotated[
+        str, typer.Option("--to", metavar="REV", help="Revision to stop at (default: head).")
+    ] = "head",
+    config_file: ConfigFile = None,
+    db_driver: DbDriver = None,
+    db_path: DbPath = None,
+    db_conn_string: DbConnString = None,
+) -> None:
+    """Apply pending migrations, up to the head or to --to REV."""
+    config = _config(config_file, db_driver, db_path, db_conn_string)
+    with _store(config) as store:
+        before = migrations.status(store.database)
+        _report(store, before, migrations.upgrade(store.database, to))
+
+
+@migrate_app.command()
+def down(
+    to: Annotated[
+        str | None,
+        typer.Option("--to", metavar="REV", help="Revision to go back to ('base' for none)."),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", metavar="N", min=1, help="Number of revisions to revert."),
+    ] = None,
+    config_file: ConfigFile = None,
+    db_driver: DbDriver = None,
+    db_path: DbPath = None,
+    db_conn_string: DbConnString = None,
+) -> None:
+    """Revert migrations, back to --to REV or by --steps N."""
+    # Checked before the store opens, which would create a missing SQLite file for nothing.
+    if (to is None) == (steps is None):
+        raise ValidationError(
+            "migrate down needs exactly one of --to REV or --steps N; pass one of them"
+        )
+    config = _config(config_file, db_driver, db_path, db_conn_string)
+    missing = _missing_sqlite_file(config)
+    if missing is not None:
+        raise ValidationError(f"there is no SQLite database at {missing}, so nothing to revert")
+    with _store(config) as store:
+        before = migrations.status(store.database)
+        _report(store, before, migrations.downgrade(store.database, to=to, steps=steps))
+
+
+@migrate_app.command()
+def status(
+    config_file: ConfigFile = None,
+    db_driver: DbDriver = None,
+    db_path: DbPath = None,
+    db_conn_string: DbConnString = None,
+) -> None:
+    """Show the database, its current revision and the pending ones."""
+    config = _config(config_file, db_driver, db_path, db_conn_string)
+    missing = _missing_sqlite_file(config)
+    if missing is not None:
+        # Reported without opening it: opening a SQLite database creates the file.
+        typer.echo(f"database: sqlite {missing} (no file yet)")
+        typer.echo("current:  none")
+        typer.echo(f"pending:  {', '.join(migrations.revisions())}")
+        return
+    with _store(config) as store:
+        found = migrations.status(store.database)
+        typer.echo(f"database: {store.location}")
+        typer.echo(f"current:  {_revision(found.current, found.head)}")
+        typer.echo(f"pending:  {', '.join(found.pending) or 'none'}")

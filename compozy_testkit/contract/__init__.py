@@ -1,0 +1,29 @@
+"""The contract suite: every rule of SPEC.md sections 1-4 as tests, for any Store.
+
+A repository subclasses the classes below in one of its test modules; each needs only the
+``compozy_store`` fixture (which the plugin provides per backend, and which a downstream
+conftest may override to put another implementation under test)::
+
+    from compozy_testkit.contract import WorkflowRepositoryContract
+
+    class TestWorkflows(WorkflowRepositoryContract):
+        pass
+"""
+
+from compozy_testkit.contract.auth import AuthRepositoryContract
+from compozy_testkit.contract.concurrency import ConcurrencyContract
+from compozy_testkit.contract.migrations import MigrationContract
+from compozy_testkit.contract.task import TaskRepositoryContract
+from compozy_testkit.contract.transactions import TransactionContract
+from compozy_testkit.contract.values import ValueContract
+from compozy_testkit.contract.workflow import WorkflowRepositoryContract
+
+__all__ = [
+    "AuthRepositoryContract",
+    "ConcurrencyContract",
+    "MigrationContract",
+    "TaskRepositoryContract",
+    "TransactionContract",
+    "ValueContract",
+    "WorkflowRepositoryContract",
+]

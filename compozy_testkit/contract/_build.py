@@ -1,0 +1,73 @@
+"""Small builders the contract tests share: entities with explicit, distinct timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from compozy.core import Component, ExecutionType, Status
+from compozy.store import Store
+from compozy.task import TaskState
+from compozy.usage import UsageEntry, UsageSummary
+from compozy.workflow import WorkflowState
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    """A fixed instant ``seconds`` after T0 (tests never depend on the clock for ordering)."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def workflow(
+    store: Store, *, workflow_id: str = "wf", status: Status = Status.RUNNING, **fields: Any
+) -> WorkflowState:
+    """Store and return a workflow execution."""
+    return store.workflows.upsert_state(
+        WorkflowState(workflow_id=workflow_id, status=status, **fields)
+    )
+
+
+def task(
+    store: Store,
+    wf: WorkflowState,
+    *,
+    task_id: str = "t",
+    status: Status = Status.RUNNING,
+    parent: TaskState | None = None,
+    **fields: Any,
+) -> TaskState:
+    """Store and return a task of ``wf`` (a child of ``parent`` if given)."""
+    fields.setdefault("component", Component.TASK)
+    fields.setdefault("execution_type", ExecutionType.BASIC)
+    return store.tasks.upsert_state(
+        TaskState(
+            task_id=task_id,
+            workflow_id=wf.workflow_id,
+            workflow_exec_id=wf.workflow_exec_id,
+            parent_state_id=parent.task_exec_id if parent is not None else None,
+            status=status,
+            **fields,
+        )
+    )
+
+
+def usage(
+    provider: str = "openai",
+    model: str = "gpt-4o",
+    prompt: int = 10,
+    completion: int = 5,
+    **fields: Any,
+) -> UsageSummary:
+    """A one-entry usage summary."""
+    return UsageSummary(
+        entries=[
+            UsageEntry(
+                provider=provider,
+                model=model,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                **fields,
+            )
+        ]
+    )

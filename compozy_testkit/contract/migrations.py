@@ -1,0 +1,239 @@
+"""Contract of the schema and its migrations (SPEC 4), on a database that starts empty.
+
+These tests drive compozy's own migrations, so they need ``compozy_empty_database`` from the
+plugin (a database with no schema on the current backend), not only ``compozy_store``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from compozy.errors import CompozyError, ValidationError
+from compozy.store import Store, migrations
+from compozy.store.migrations.sqlfile import SQL_DIR, read_section
+from compozy.store.tables import CHECK_CONSTRAINTS, TABLES, metadata
+from compozy_testkit.contract._build import workflow
+from compozy_testkit.databases import TestDatabase
+
+APP_TABLES = {t.name for t in TABLES}
+
+
+def _tables(store: Store) -> set[str]:
+    with store.database.engine.connect() as conn:
+        return set(sa.inspect(conn).get_table_names()) - {"alembic_version"}
+
+
+def schema_names(conn: sa.Connection) -> dict[str, Any]:
+    """Every table, column, index and constraint name, as the database reports them."""
+    inspector = sa.inspect(conn)
+    names: dict[str, Any] = {}
+    for table in sorted(APP_TABLES):
+        pk = inspector.get_pk_constraint(table)
+        names[table] = {
+            "columns": [c["name"] for c in inspector.get_columns(table)],
+            "primary key": (pk["name"], tuple(pk["constrained_columns"])),
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]))
+                for i in inspector.get_indexes(table)
+                if not i.get("duplicates_constraint")
+            ),
+            "unique": sorted(
+                (u["name"], tuple(u["column_names"]))
+                for u in inspector.get_unique_constraints(table)
+            ),
+            "foreign keys": sorted(
+                (f["name"], tuple(f["constrained_columns"]), f["referred_table"])
+                for f in inspector.get_foreign_keys(table)
+            ),
+            "checks": sorted(c["name"] for c in inspector.get_check_constraints(table)),
+        }
+    return names
+
+
+def expected_names() -> dict[str, Any]:
+    """The same description, built from ``store/tables.py``: what both databases must report."""
+    names: dict[str, Any] = {}
+    for table in TABLES:
+        pk = table.primary_key
+        names[table.name] = {
+            "columns": [c.name for c in table.columns],
+            "primary key": (pk.name, tuple(c.name for c in pk.columns)),
+            "indexes": sorted((i.name, tuple(c.name for c in i.columns)) for i in table.indexes),
+            "unique": sorted(
+                (u.name, tuple(c.name for c in u.columns))
+                for u in table.constraints
+                if isinstance(u, sa.UniqueConstraint)
+            ),
+            "foreign keys": sorted(
+                (f.name, tuple(f.column_keys), f.referred_table.name)
+                for f in table.foreign_key_constraints
+            ),
+            "checks": sorted(CHECK_CONSTRAINTS[table.name]),
+        }
+    return names
+
+
+class MigrationContract:
+    """Migrations up, down and up again leave the schema ``store/tables.py`` describes."""
+
+    def test_single_head_revision(self) -> None:
+        script = ScriptDirectory(str(migrations.SCRIPT_LOCATION))
+        assert len(script.get_heads()) == 1
+        history = migrations.revisions()
+        for older, newer in itertools.pairwise(history):
+            assert script.get_revision(newer).down_revision == older
+
+    def test_every_revision_has_postgres_and_sqlite_sql_with_up_and_down(self) -> None:
+        for revision in migrations.revisions():
+            for dialect in ("postgres", "sqlite"):
+                path = SQL_DIR / f"{revision}.{dialect}.sql"
+                assert read_section(path, "up").strip(), f"{path} has an empty up section"
+                assert read_section(path, "down").strip(), f"{path} has an empty down section"
+
+    def test_up_down_up_step_by_step(self, compozy_empty_database: TestDatabase) -> None:
+        store = compozy_empty_database.open()
+        db = store.database
+        assert migrations.status(db).current is None
+        seen = [_tables(store)]
+        for revision in migrations.revisions():
+            assert migrations.upgrade(db, revision).current == revision
+            seen.append(_tables(store))
+            assert seen[-1] > seen[-2], f"revision {revision} added no table"
+        assert seen[-1] == APP_TABLES
+        for expected in reversed(seen[:-1]):
+            migrations.downgrade(db, steps=1)
+            assert _tables(store) == expected
+        assert migrations.status(db).current is None
+        final = migrations.upgrade(db)
+        assert (final.current, final.pending) == (final.head, [])
+        assert _tables(store) == APP_TABLES
+
+    def test_migrated_schema_matches_tables_py(self, compozy_empty_database: TestDatabase) -> None:
+        store = compozy_empty_database.open()
+        migrations.upgrade(store.database)
+        with store.database.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(context, metadata)
+        assert diff == []
+
+    def test_names_are_the_same_on_every_backend(
+        self, compozy_empty_database: TestDatabase
+    ) -> None:
+        store = compozy_empty_database.open()
+        migrations.upgrade(store.database)
+        with store.database.engine.connect() as conn:
+            assert schema_names(conn) == expected_names()
+
+    def test_data_survives_a_down_and_up_of_later_revisions(
+        self, compozy_empty_database: TestDatabase
+    ) -> None:
+        store = compozy_empty_database.open()
+        migrations.upgrade(store.database)
+        stored = workflow(store, input={"keep": "me"})
+        migrations.downgrade(store.database, to=migrations.revisions()[0])
+        migrations.upgrade(store.database)
+        assert store.workflows.get_state(stored.workflow_exec_id) == stored
+
+    def test_auto_migrate_brings_a_new_database_to_the_head(
+        self, compozy_empty_database: TestDatabase
+    ) -> None:
+        if compozy_empty_database.shareable:
+            store = compozy_empty_database.open(auto_migrate=True)
+        else:
+            import sqlite3
+
+            from compozy.store import open_sqlite_connection
+
+            store = open_sqlite_connection(
+                sqlite3.connect(":memory:", check_same_thread=False), auto_migrate=True
+            )
+        try:
+            assert migrations.status(store.database).up_to_date
+        finally:
+            store.close()
+
+    def test_two_processes_migrating_at_once_both_succeed(
+        self, compozy_empty_database: TestDatabase
+    ) -> None:
+        if not compozy_empty_database.shareable:
+            pytest.skip("needs two Stores on one database (in-memory SQLite is private)")
+        stores = [compozy_empty_database.open() for _ in range(4)]
+        barrier = threading.Barrier(len(stores))
+        errors: list[BaseException] = []
+
+        def migrate(store: Store) -> None:
+            barrier.wait()
+            try:
+                migrations.upgrade(store.database)
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=migrate, args=(s,)) for s in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert migrations.status(stores[0].database).up_to_date
+
+    def test_down_by_more_steps_than_applied_is_refused_and_changes_nothing(
+        self, compozy_empty_database: TestDatabase
+    ) -> None:
+        store = compozy_empty_database.open()
+        migrations.upgrade(store.database)
+        with pytest.raises(ValidationError, match="--steps 99"):
+            migrations.downgrade(store.database, steps=99)
+        assert migrations.status(store.database).up_to_date
+
+    def test_unknown_revision_is_refused(self, compozy_empty_database: TestDatabase) -> None:
+        store = compozy_empty_database.open()
+        with pytest.raises(ValidationError, match="unknown revision 'nope'"):
+            migrations.upgrade(store.database, to="nope")
+        assert migrations.status(store.database).current is None
+
+    def test_a_database_migrated_by_a_newer_compozy_is_reported(
+        self, compozy_empty_database: TestDatabase
+    ) -> None:
+        store = compozy_empty_database.open()
+        migrations.upgrade(store.database)
+        with store.database.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = 'from-the-future'"))
+        with pytest.raises(CompozyError, match="newer compozy"):
+            migrations.status(store.database)
+
+    @pytest.mark.compozy_backends("sqlite", "sqlite-file", reason="foreign keys off is SQLite's")
+    def test_sqlite_migrations_run_with_foreign_keys_off_and_check_them_before_commit(
+        self, compozy_empty_database: TestDatabase
+    ) -> None:
+        store = compozy_empty_database.open()
+        db = store.database
+        with db.engine.connect() as conn:
+            with db.dialect.migration_guard(conn):
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
+                conn.rollback()
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        first = migrations.revisions()[0]
+        migrations.upgrade(db, first)
+        # A dangling reference written behind the store's back must stop the next migration.
+        with db.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("PRAGMA foreign_keys=OFF")
+            raw.execute(
+                "INSERT INTO task_states (task_exec_id, task_id, workflow_id, workflow_exec_id,"
+                " component, status, execution_type, created_at, updated_at) VALUES ('t', 't',"
+                " 'w', 'missing', 'task', 'RUNNING', 'basic', '2026-01-01T00:00:00.000000Z',"
+                " '2026-01-01T00:00:00.000000Z')"
+            )
+            raw.execute("PRAGMA foreign_keys=ON")
+        with pytest.raises(CompozyError, match="foreign keys"):
+            migrations.upgrade(db)
+        assert migrations.status(db).current == first

@@ -1,0 +1,258 @@
+"""Contract of identifiers, enums, usage merging and stored values (SPEC 1.1-1.3)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from compozy.core import (
+    FAILED_STATUSES,
+    RUNNING_STATUSES,
+    TERMINAL_STATUSES,
+    Status,
+    new_id,
+    parse_id,
+)
+from compozy.errors import ValidationError
+from compozy.store import Store
+from compozy.task import ProgressInfo
+from compozy.usage import UsageEntry, UsageSummary
+from compozy.workflow import WorkflowState
+from compozy_testkit.contract._build import task, workflow
+
+UNSTORABLE_JSON: list[Any] = [
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    "nul\x00byte",
+    {"key\x00": 1},
+    {1: "int key"},
+    (1, 2),
+    {1, 2},
+    b"bytes",
+    datetime(2026, 1, 1, tzinfo=UTC),
+    object(),
+]
+
+
+class ValueContract:
+    """Values behave the same on every backend, and the pure rules hold."""
+
+    # --- ids and enums --------------------------------------------------------------------
+
+    def test_new_id_is_a_27_character_base62_ksuid(self) -> None:
+        value = new_id()
+        assert len(value) == 27
+        assert value.isalnum()
+        assert value.isascii()
+        assert parse_id(value) == value
+
+    def test_new_ids_sort_by_creation_second(self) -> None:
+        earlier = new_id()
+        time.sleep(1.05)
+        assert new_id() > earlier
+
+    @pytest.mark.parametrize("bad", ["", "short", "x" * 28, "!" * 27, "z" * 27])
+    def test_parse_id_refuses_empty_or_non_ksuid_text(self, bad: str) -> None:
+        with pytest.raises(ValidationError):
+            parse_id(bad)
+
+    def test_status_sets_are_as_specified(self) -> None:
+        assert {s.value for s in Status} == {
+            "PENDING",
+            "RUNNING",
+            "SUCCESS",
+            "FAILED",
+            "TIMED_OUT",
+            "CANCELED",
+            "WAITING",
+            "PAUSED",
+        }
+        assert {s.value for s in RUNNING_STATUSES} == {"PENDING", "RUNNING", "WAITING", "PAUSED"}
+        assert {s.value for s in FAILED_STATUSES} == {"FAILED", "TIMED_OUT", "CANCELED"}
+        assert FAILED_STATUSES | {Status.SUCCESS} == TERMINAL_STATUSES
+
+    def test_an_unknown_enum_value_is_a_validation_error_naming_the_field(self) -> None:
+        with pytest.raises(ValidationError, match="status"):
+            WorkflowState(workflow_id="w", status="DONE")  # type: ignore[arg-type]
+
+    # --- timestamps -----------------------------------------------------------------------
+
+    def test_timestamps_round_trip_exactly_as_aware_utc_with_microseconds(
+        self, compozy_store: Store
+    ) -> None:
+        created = datetime(2031, 7, 4, 23, 59, 59, 999999, tzinfo=UTC)
+        stored = workflow(compozy_store, created_at=created)
+        loaded = compozy_store.workflows.get_state(stored.workflow_exec_id)
+        assert loaded.created_at == created
+        assert loaded.created_at is not None
+        assert loaded.created_at.utcoffset() == timedelta(0)
+        assert loaded.created_at.microsecond == 999999
+
+    def test_timestamps_in_other_zones_are_stored_as_the_same_instant_in_utc(
+        self, compozy_store: Store
+    ) -> None:
+        tokyo = datetime(2030, 1, 1, 9, 0, 0, 1, tzinfo=timezone(timedelta(hours=9)))
+        stored = workflow(compozy_store, created_at=tokyo)
+        assert stored.created_at == tokyo
+        assert stored.created_at is not None
+        assert stored.created_at.tzinfo == UTC
+        assert stored.created_at.hour == 0
+
+    def test_naive_datetimes_are_refused(self, compozy_store: Store) -> None:
+        with pytest.raises(ValidationError, match="naive"):
+            workflow(compozy_store, created_at=datetime(2030, 1, 1))
+        assert compozy_store.workflows.list_states() == []
+
+    def test_text_order_of_stored_timestamps_is_time_order(self, compozy_store: Store) -> None:
+        # Years and fractions of different widths would break a naive text encoding.
+        moments = [
+            datetime(999, 1, 1, tzinfo=UTC),
+            datetime(2030, 1, 1, 0, 0, 0, 5, tzinfo=UTC),
+            datetime(2030, 1, 1, 0, 0, 0, 40, tzinfo=UTC),
+            datetime(9999, 1, 1, tzinfo=UTC),
+        ]
+        for i, moment in enumerate(reversed(moments)):
+            workflow(compozy_store, workflow_exec_id=f"w{i}", created_at=moment)
+        listed = [s.created_at for s in compozy_store.workflows.list_states()]
+        assert listed == sorted(moments, reverse=True)
+
+    # --- JSON -----------------------------------------------------------------------------
+
+    def test_json_values_round_trip_as_equal_python_values(self, compozy_store: Store) -> None:
+        document = {
+            "text": "héllo ✓ 😀 \u2028 'quotes' \"double\"",
+            "int": 2**62,
+            "negative": -7,
+            "float": 0.1,
+            "big_float": 1.5e300,
+            "bool": [True, False],
+            "none": None,
+            "nested": {"list": [1, [2, {"deep": []}]], "empty": {}},
+            "": "empty key",
+        }
+        stored = workflow(compozy_store, input=document, output={}, error={"e": None})
+        loaded = compozy_store.workflows.get_state(stored.workflow_exec_id)
+        assert (loaded.input, loaded.output, loaded.error) == (document, {}, {"e": None})
+
+    def test_none_is_sql_null_not_json_null(self, compozy_store: Store) -> None:
+        stored = workflow(compozy_store, input=None, output=None)
+        loaded = compozy_store.workflows.get_state(stored.workflow_exec_id)
+        assert (loaded.input, loaded.output, loaded.usage) == (None, None, None)
+
+    @pytest.mark.parametrize("bad", UNSTORABLE_JSON, ids=lambda v: type(v).__name__ + repr(v)[:12])
+    def test_unstorable_json_is_refused_before_any_sql(
+        self, compozy_store: Store, bad: Any
+    ) -> None:
+        with pytest.raises(ValidationError, match="input"):
+            workflow(compozy_store, input={"value": bad})
+        wf = workflow(compozy_store)
+        with pytest.raises(ValidationError, match="output"):
+            task(compozy_store, wf, output={"nested": [bad]})
+        assert compozy_store.tasks.list_states() == []
+
+    def test_text_fields_with_u0000_are_refused(self, compozy_store: Store) -> None:
+        with pytest.raises(ValidationError, match="workflow_id"):
+            workflow(compozy_store, workflow_id="bad\x00id")
+
+    # --- usage ----------------------------------------------------------------------------
+
+    def test_usage_entry_is_normalised_when_built(self) -> None:
+        entry = UsageEntry(
+            provider=" openai ",
+            model=" gpt ",
+            prompt_tokens=3,
+            completion_tokens=4,
+            agent_ids=[" b", "a", "b ", ""],
+            source="Task",
+        )
+        assert (entry.provider, entry.model, entry.total_tokens) == ("openai", "gpt", 7)
+        assert entry.agent_ids == ["a", "b"]
+        assert entry.source == "task"
+        explicit = UsageEntry(provider="p", model="m", prompt_tokens=1, total_tokens=10)
+        assert explicit.total_tokens == 10
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            {"provider": " "},
+            {"model": ""},
+            {"prompt_tokens": -1},
+            {"reasoning_tokens": -2},
+            {"completion_tokens": 1.5},
+            {"source": "agent"},
+            {"captured_at": datetime(2030, 1, 1)},
+        ],
+    )
+    def test_usage_entry_refuses_bad_values(self, fields: dict[str, Any]) -> None:
+        values: dict[str, Any] = {"provider": "p", "model": "m", **fields}
+        with pytest.raises(ValidationError):
+            UsageEntry(**values)
+
+    def test_usage_merge_sums_equal_keys_case_insensitively_and_sorts(self) -> None:
+        t1 = datetime(2030, 1, 1, tzinfo=UTC)
+        t2 = t1 + timedelta(hours=1)
+        a = UsageSummary(
+            entries=[
+                UsageEntry(
+                    provider="openai",
+                    model="gpt",
+                    prompt_tokens=1,
+                    completion_tokens=2,
+                    reasoning_tokens=None,
+                    cached_prompt_tokens=5,
+                    agent_ids=["x"],
+                    captured_at=t2,
+                    updated_at=t1,
+                    source="task",
+                ),
+                UsageEntry(provider="zeta", model="m", prompt_tokens=1),
+            ]
+        )
+        b = UsageSummary(
+            entries=[
+                UsageEntry(
+                    provider="OpenAI",
+                    model="GPT",
+                    prompt_tokens=10,
+                    completion_tokens=20,
+                    reasoning_tokens=None,
+                    cached_prompt_tokens=None,
+                    agent_ids=["y", "x"],
+                    captured_at=t1,
+                    updated_at=t2,
+                    source="TASK",
+                ),
+                UsageEntry(provider="anthropic", model="claude", prompt_tokens=2),
+            ]
+        )
+        merged = a.merge(b)
+        assert [(e.provider, e.model) for e in merged.entries] == [
+            ("anthropic", "claude"),
+            ("openai", "gpt"),
+            ("zeta", "m"),
+        ]
+        summed = merged.entries[1]
+        assert (summed.prompt_tokens, summed.completion_tokens, summed.total_tokens) == (11, 22, 33)
+        assert summed.reasoning_tokens is None
+        assert summed.cached_prompt_tokens == 5
+        assert summed.agent_ids == ["x", "y"]
+        assert (summed.captured_at, summed.updated_at) == (t1, t2)
+
+    def test_usage_is_stored_as_a_bare_json_array(self, compozy_store: Store) -> None:
+        summary = UsageSummary(entries=[UsageEntry(provider="p", model="m", prompt_tokens=1)])
+        assert isinstance(summary.to_json(), list)
+        stored = workflow(compozy_store, usage=summary)
+        assert compozy_store.workflows.get_state(stored.workflow_exec_id).usage == summary
+        assert UsageSummary.from_json(summary.to_json()) == summary
+
+    def test_progress_rates_are_zero_without_children_and_fractions_otherwise(self) -> None:
+        assert ProgressInfo.from_counts({}).completion_rate == 0.0
+        info = ProgressInfo.from_counts(
+            {Status.SUCCESS: 1, Status.FAILED: 1, Status.TIMED_OUT: 1, Status.CANCELED: 1}
+        )
+        assert info.completion_rate == pytest.approx(0.25)
+        assert info.failure_rate == pytest.approx(0.5)

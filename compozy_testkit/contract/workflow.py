@@ -1,0 +1,382 @@
+"""Contract of ``WorkflowRepository`` (SPEC 3.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from compozy.core import ExecutionType, Status
+from compozy.errors import ValidationError, WorkflowNotFound, WorkflowNotReady
+from compozy.store import Store
+from compozy.workflow import WorkflowFilter, WorkflowState
+from compozy_testkit.contract._build import at, task, usage, workflow
+
+
+class WorkflowRepositoryContract:
+    """Every method of the workflow repository, on whatever Store ``compozy_store`` gives."""
+
+    # --- upsert_state ---------------------------------------------------------------------
+
+    def test_upsert_inserts_and_returns_the_stored_state_with_timestamps(
+        self, compozy_store: Store
+    ) -> None:
+        stored = workflow(compozy_store, input={"q": "hello"})
+        assert stored.created_at is not None
+        assert stored.updated_at is not None
+        assert stored.created_at.utcoffset() is not None
+        assert stored.tasks == {}
+        assert compozy_store.workflows.get_state(stored.workflow_exec_id) == stored
+
+    def test_upsert_updates_every_field_but_created_at(self, compozy_store: Store) -> None:
+        first = workflow(compozy_store, created_at=at(0), input={"v": 1})
+        changed = WorkflowState(
+            workflow_exec_id=first.workflow_exec_id,
+            workflow_id="renamed",
+            status=Status.FAILED,
+            usage=usage(),
+            input={"v": 2},
+            output={"o": True},
+            error={"message": "boom"},
+            created_at=at(500),
+        )
+        updated = compozy_store.workflows.upsert_state(changed)
+        assert updated.created_at == at(0)
+        assert (updated.workflow_id, updated.status) == ("renamed", Status.FAILED)
+        assert (updated.input, updated.output, updated.error) == (
+            {"v": 2},
+            {"o": True},
+            {"message": "boom"},
+        )
+        assert updated.usage == usage()
+        assert compozy_store.workflows.get_state(first.workflow_exec_id) == updated
+
+    def test_upsert_sets_created_at_to_now_when_missing_and_keeps_it_when_given(
+        self, compozy_store: Store
+    ) -> None:
+        given = workflow(compozy_store, created_at=at(7))
+        assert given.created_at == at(7)
+        fresh = workflow(compozy_store)
+        assert fresh.created_at is not None
+        assert fresh.created_at > at(7)
+
+    def test_updated_at_is_set_by_the_repository_and_never_goes_backwards(
+        self, compozy_store: Store
+    ) -> None:
+        first = workflow(compozy_store, updated_at=at(-1000))
+        assert first.updated_at is not None
+        assert first.updated_at != at(-1000)
+        stamps = [first.updated_at]
+        for status in (Status.WAITING, Status.PAUSED, Status.RUNNING):
+            stamp = compozy_store.workflows.update_status(first.workflow_exec_id, status).updated_at
+            assert stamp is not None
+            stamps.append(stamp)
+        assert stamps == sorted(stamps)
+
+    def test_upsert_refuses_an_invalid_state_before_any_sql(self, compozy_store: Store) -> None:
+        state = WorkflowState(workflow_id="", status=Status.RUNNING)
+        with pytest.raises(ValidationError, match="workflow_id"):
+            compozy_store.workflows.upsert_state(state)
+        assert compozy_store.workflows.list_states() == []
+
+    # --- list_states ----------------------------------------------------------------------
+
+    def test_list_states_is_empty_when_nothing_matches(self, compozy_store: Store) -> None:
+        assert compozy_store.workflows.list_states() == []
+        workflow(compozy_store, workflow_id="a")
+        assert compozy_store.workflows.list_states(WorkflowFilter(workflow_id="zzz")) == []
+
+    def test_list_states_orders_newest_first_and_breaks_ties_on_exec_id_descending(
+        self, compozy_store: Store
+    ) -> None:
+        # Mixed case ids: byte order (B < a < b) must win over any locale collation.
+        for exec_id, seconds in (("a", 1), ("B", 1), ("b", 1), ("old", 0), ("new", 2)):
+            workflow(compozy_store, workflow_exec_id=exec_id, created_at=at(seconds))
+        ids = [s.workflow_exec_id for s in compozy_store.workflows.list_states()]
+        assert ids == ["new", "b", "a", "B", "old"]
+
+    def test_list_states_filter_fields_are_anded(self, compozy_store: Store) -> None:
+        workflow(compozy_store, workflow_exec_id="x1", workflow_id="x", status=Status.RUNNING)
+        workflow(compozy_store, workflow_exec_id="x2", workflow_id="x", status=Status.SUCCESS)
+        workflow(compozy_store, workflow_exec_id="y1", workflow_id="y", status=Status.RUNNING)
+        repo = compozy_store.workflows
+
+        def ids(**fields: Any) -> set[str]:
+            return {s.workflow_exec_id for s in repo.list_states(WorkflowFilter(**fields))}
+
+        assert ids(workflow_id="x") == {"x1", "x2"}
+        assert ids(status=Status.RUNNING) == {"x1", "y1"}
+        assert ids(workflow_id="x", status=Status.RUNNING) == {"x1"}
+        assert ids(workflow_exec_id="y1", workflow_id="x") == set()
+
+    def test_list_states_carries_every_task_of_each_state(self, compozy_store: Store) -> None:
+        one = workflow(compozy_store, workflow_exec_id="one")
+        two = workflow(compozy_store, workflow_exec_id="two")
+        task(compozy_store, one, task_id="a")
+        task(compozy_store, one, task_id="b")
+        states = {s.workflow_exec_id: s for s in compozy_store.workflows.list_states()}
+        assert set(states["one"].tasks) == {"a", "b"}
+        assert states["two"].tasks == {}
+        assert two.tasks == {}
+
+    # --- update_status / get_state --------------------------------------------------------
+
+    def test_update_status_changes_only_the_status(self, compozy_store: Store) -> None:
+        stored = workflow(compozy_store, input={"k": 1})
+        updated = compozy_store.workflows.update_status(stored.workflow_exec_id, Status.PAUSED)
+        assert updated.status is Status.PAUSED
+        assert (updated.input, updated.created_at) == (stored.input, stored.created_at)
+
+    def test_update_status_of_a_missing_execution_raises_workflow_not_found(
+        self, compozy_store: Store
+    ) -> None:
+        with pytest.raises(WorkflowNotFound, match="missing-exec"):
+            compozy_store.workflows.update_status("missing-exec", Status.RUNNING)
+
+    def test_get_state_returns_all_tasks_keyed_by_task_id_latest_wins(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        task(compozy_store, wf, task_id="a", task_exec_id="a-old", created_at=at(1))
+        task(compozy_store, wf, task_id="a", task_exec_id="a-new", created_at=at(2))
+        # Equal created_at: the larger task_exec_id is the later one.
+        task(compozy_store, wf, task_id="b", task_exec_id="b-B", created_at=at(3))
+        task(compozy_store, wf, task_id="b", task_exec_id="b-a", created_at=at(3))
+        state = compozy_store.workflows.get_state(wf.workflow_exec_id)
+        assert {k: t.task_exec_id for k, t in state.tasks.items()} == {"a": "a-new", "b": "b-a"}
+
+    def test_get_state_of_a_missing_execution_raises_workflow_not_found(
+        self, compozy_store: Store
+    ) -> None:
+        with pytest.raises(WorkflowNotFound, match="nope"):
+            compozy_store.workflows.get_state("nope")
+
+    def test_get_state_by_id_returns_the_most_recently_created_execution(
+        self, compozy_store: Store
+    ) -> None:
+        workflow(compozy_store, workflow_exec_id="e1", workflow_id="w", created_at=at(1))
+        workflow(compozy_store, workflow_exec_id="e3", workflow_id="w", created_at=at(3))
+        workflow(compozy_store, workflow_exec_id="e2", workflow_id="w", created_at=at(2))
+        workflow(compozy_store, workflow_exec_id="other", workflow_id="v", created_at=at(9))
+        assert compozy_store.workflows.get_state_by_id("w").workflow_exec_id == "e3"
+        with pytest.raises(WorkflowNotFound, match="absent"):
+            compozy_store.workflows.get_state_by_id("absent")
+
+    @pytest.mark.parametrize(
+        ("method", "fields", "value"),
+        [
+            ("get_state_by_task_id", {}, "needle"),
+            ("get_state_by_agent_id", {"agent_id": "needle", "action_id": "act"}, "needle"),
+            ("get_state_by_tool_id", {"tool_id": "needle"}, "needle"),
+        ],
+    )
+    def test_get_state_by_task_agent_or_tool_returns_the_most_recent_execution_having_it(
+        self, compozy_store: Store, method: str, fields: dict[str, Any], value: str
+    ) -> None:
+        older = workflow(compozy_store, workflow_exec_id="older", workflow_id="w", created_at=at(1))
+        newer = workflow(compozy_store, workflow_exec_id="newer", workflow_id="w", created_at=at(2))
+        workflow(compozy_store, workflow_exec_id="newest", workflow_id="w", created_at=at(3))
+        task_id = "needle" if method == "get_state_by_task_id" else "t"
+        task(compozy_store, older, task_id=task_id, **fields)
+        task(compozy_store, newer, task_id=task_id, **fields)
+        find = getattr(compozy_store.workflows, method)
+        assert find("w", value).workflow_exec_id == "newer"
+        with pytest.raises(WorkflowNotFound):
+            find("w", "other-value")
+        with pytest.raises(WorkflowNotFound):
+            find("unknown-workflow", value)
+
+    # --- complete_workflow ----------------------------------------------------------------
+
+    def test_complete_workflow_of_a_missing_execution_raises_workflow_not_found(
+        self, compozy_store: Store
+    ) -> None:
+        with pytest.raises(WorkflowNotFound, match="ghost"):
+            compozy_store.workflows.complete_workflow("ghost")
+
+    def test_complete_workflow_succeeds_when_every_top_level_task_finished_well(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        task(compozy_store, wf, task_id="a", status=Status.SUCCESS, output={"x": 1})
+        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
+        assert done.status is Status.SUCCESS
+        assert done.output == {"a": {"output": {"x": 1}}}
+        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == done
+
+    @pytest.mark.parametrize("failed", [Status.FAILED, Status.TIMED_OUT, Status.CANCELED])
+    def test_complete_workflow_fails_when_a_top_level_task_is_in_the_failed_set(
+        self, compozy_store: Store, failed: Status
+    ) -> None:
+        wf = workflow(compozy_store)
+        task(compozy_store, wf, task_id="ok", status=Status.SUCCESS)
+        task(compozy_store, wf, task_id="bad", status=failed)
+        assert compozy_store.workflows.complete_workflow(wf.workflow_exec_id).status is (
+            Status.FAILED
+        )
+
+    def test_complete_workflow_ignores_failed_children_when_their_parent_succeeded(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        parent = task(
+            compozy_store,
+            wf,
+            task_id="p",
+            status=Status.SUCCESS,
+            execution_type=ExecutionType.PARALLEL,
+        )
+        task(compozy_store, wf, task_id="c", status=Status.FAILED, parent=parent)
+        assert compozy_store.workflows.complete_workflow(wf.workflow_exec_id).status is (
+            Status.SUCCESS
+        )
+
+    @pytest.mark.parametrize(
+        "running", [Status.PENDING, Status.RUNNING, Status.WAITING, Status.PAUSED]
+    )
+    def test_complete_workflow_with_a_running_top_level_task_raises_not_ready_and_changes_nothing(
+        self, compozy_store: Store, running: Status
+    ) -> None:
+        wf = workflow(compozy_store)
+        busy = task(compozy_store, wf, task_id="busy", status=running)
+        before = compozy_store.workflows.get_state(wf.workflow_exec_id)
+        with pytest.raises(WorkflowNotReady, match=busy.task_exec_id):
+            compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
+        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == before
+
+    def test_complete_workflow_with_only_a_running_child_task_completes(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        parent = task(compozy_store, wf, task_id="p", status=Status.SUCCESS)
+        task(compozy_store, wf, task_id="c", status=Status.RUNNING, parent=parent)
+        assert compozy_store.workflows.complete_workflow(wf.workflow_exec_id).status is (
+            Status.SUCCESS
+        )
+
+    def test_complete_workflow_on_a_terminal_execution_returns_it_unchanged(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store, status=Status.CANCELED, output={"kept": True})
+        task(compozy_store, wf, task_id="busy", status=Status.RUNNING)
+        before = compozy_store.workflows.get_state(wf.workflow_exec_id)
+        again = compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
+        assert again == before
+        assert compozy_store.workflows.complete_workflow(wf.workflow_exec_id) == before
+
+    def test_complete_workflow_default_output_covers_every_task_with_parent_and_parallel_marks(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        parallel = task(
+            compozy_store,
+            wf,
+            task_id="fan",
+            status=Status.SUCCESS,
+            execution_type=ExecutionType.PARALLEL,
+            output={"n": 2},
+            created_at=at(1),
+        )
+        task(
+            compozy_store,
+            wf,
+            task_id="leaf",
+            status=Status.SUCCESS,
+            parent=parallel,
+            output=None,
+            created_at=at(2),
+        )
+        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
+        assert done.output == {
+            "fan": {"output": {"n": 2}, "execution_type": "parallel"},
+            "leaf": {"output": None, "parent_state_id": parallel.task_exec_id},
+        }
+
+    def test_complete_workflow_with_no_tasks_succeeds_with_empty_output(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
+        assert (done.status, done.output) == (Status.SUCCESS, {})
+
+    def test_complete_workflow_stores_the_transformer_output(self, compozy_store: Store) -> None:
+        wf = workflow(compozy_store, input={"name": "Ada"})
+        task(compozy_store, wf, task_id="greet", status=Status.SUCCESS, output={"text": "hi"})
+        seen: list[WorkflowState] = []
+
+        def transform(state: WorkflowState) -> dict[str, Any]:
+            seen.append(state)
+            greeting, name = state.tasks["greet"].output or {}, state.input or {}
+            return {"greeting": f"{greeting['text']} {name['name']}"}
+
+        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, transform)
+        assert done.output == {"greeting": "hi Ada"}
+        assert seen[0].status is Status.SUCCESS
+        assert compozy_store.workflows.get_state(wf.workflow_exec_id).output == done.output
+
+    def test_complete_workflow_transformer_returning_none_stores_an_empty_output(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, lambda _s: None)
+        assert (done.status, done.output) == (Status.SUCCESS, {})
+
+    def test_complete_workflow_transformer_failure_stores_failed_with_error_and_default_output(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        task(compozy_store, wf, task_id="a", status=Status.SUCCESS, output={"x": 1})
+
+        def broken(_state: WorkflowState) -> dict[str, Any]:
+            raise RuntimeError("template exploded")
+
+        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, broken)
+        assert done.status is Status.FAILED
+        assert done.error == {
+            "message": "template exploded",
+            "code": "OUTPUT_TRANSFORMATION_FAILED",
+        }
+        assert done.output == {"a": {"output": {"x": 1}}}
+        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == done
+
+    def test_complete_workflow_transformer_returning_unstorable_output_is_a_failure(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        done = compozy_store.workflows.complete_workflow(
+            wf.workflow_exec_id, lambda _s: {"bad": float("nan")}
+        )
+        assert done.status is Status.FAILED
+        assert done.error is not None
+        assert done.error["code"] == "OUTPUT_TRANSFORMATION_FAILED"
+
+    # --- merge_usage ----------------------------------------------------------------------
+
+    def test_merge_usage_with_none_or_empty_summary_is_a_no_op(self, compozy_store: Store) -> None:
+        from compozy.usage import UsageSummary
+
+        wf = workflow(compozy_store)
+        assert compozy_store.workflows.merge_usage(wf.workflow_exec_id, None) is None
+        assert compozy_store.workflows.merge_usage(wf.workflow_exec_id, UsageSummary()) is None
+        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == wf
+
+    def test_merge_usage_sums_matching_entries_and_keeps_others(self, compozy_store: Store) -> None:
+        wf = workflow(compozy_store, usage=usage(prompt=1, completion=2))
+        merged = compozy_store.workflows.merge_usage(
+            wf.workflow_exec_id, usage(provider="OpenAI", model="GPT-4o", prompt=10, completion=20)
+        )
+        compozy_store.workflows.merge_usage(wf.workflow_exec_id, usage(provider="anthropic"))
+        assert merged is not None
+        assert [(e.prompt_tokens, e.total_tokens) for e in merged.entries] == [(11, 33)]
+        stored = compozy_store.workflows.get_state(wf.workflow_exec_id).usage
+        assert stored is not None
+        assert [(e.provider, e.total_tokens) for e in stored.entries] == [
+            ("anthropic", 15),
+            ("openai", 33),
+        ]
+
+    def test_merge_usage_into_a_missing_execution_raises_workflow_not_found(
+        self, compozy_store: Store
+    ) -> None:
+        with pytest.raises(WorkflowNotFound, match="gone"):
+            compozy_store.workflows.merge_usage("gone", usage())
