@@ -9,9 +9,10 @@ surrounding transaction usable on both databases (PostgreSQL would otherwise abo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
@@ -30,13 +31,21 @@ class Database:
             f"compozy_transaction_{id(self)}", default=None
         )
         self.closed = False
+        self._statements: dict[str, Any] = {}
+
+    def statement(self, name: str, build: Callable[[Dialect], Any]) -> Any:
+        """A statement built once per database: building one costs more than running it."""
+        found = self._statements.get(name)
+        if found is None:
+            found = self._statements[name] = build(self.dialect)
+        return found
 
     @contextmanager
     def translate(self) -> Iterator[None]:
         """Re-raise SQLAlchemy and driver errors as ``compozy.errors`` types."""
         try:
             yield
-        except sa_exc.SQLAlchemyError as error:
+        except (sa_exc.SQLAlchemyError, self.dialect.driver_error) as error:
             raise self.dialect.translate(error) from error
 
     @contextmanager

@@ -50,6 +50,8 @@ class Dialect(ABC):
 
     name: str
     max_bind_params: int
+    driver_error: type[Exception]
+    """Base class of the driver's exceptions (raised as-is by hooks that bypass SQLAlchemy)."""
 
     @abstractmethod
     def create_engine(self) -> Engine:
@@ -79,8 +81,10 @@ class Dialect(ABC):
     def serialize(self, conn: Connection, key: int) -> None:
         """Serialise transactions that pass the same ``key`` (until commit or rollback)."""
 
-    def translate(self, error: sa_exc.SQLAlchemyError) -> CompozyError:
+    def translate(self, error: Exception) -> CompozyError:
         """Turn any SQLAlchemy or driver error into a ``compozy.errors`` type."""
+        if isinstance(error, self.driver_error):
+            error = sa_exc.DBAPIError.instance(None, None, error, self.driver_error)
         if isinstance(error, sa_exc.TimeoutError):
             return StoreUnavailable(
                 f"no database connection became free in time ({self.describe()}): "

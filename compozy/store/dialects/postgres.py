@@ -36,6 +36,7 @@ class PostgresDialect(Dialect):
 
     name = "postgres"
     max_bind_params = 10_000
+    driver_error = psycopg.Error
 
     def __init__(self, config: DatabaseConfig) -> None:
         self.url = build_url(config)

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection, Row
 from compozy.core.values import check_id, utc_now
 from compozy.errors import NotFoundError
 from compozy.store.database import Database
-from compozy.store.dialects.base import iter_batches
+from compozy.store.dialects.base import Dialect, iter_batches
 from compozy.store.tables import task_states
 from compozy.store.types import UTCDateTime
 from compozy.task import TaskState
@@ -35,8 +35,8 @@ class Repository:
         return self._db.unit(write=True, bound=self._bound, need_transaction=need_transaction)
 
 
-def now_param(now: datetime) -> sa.BindParameter[datetime]:
-    """``now`` as a bound value of the UTC timestamp type (so SQLite compares it as text)."""
+def now_param(now: datetime | None = None) -> sa.BindParameter[datetime]:
+    """The ``now`` parameter, typed as a UTC timestamp (so SQLite compares it as text)."""
     return sa.bindparam("now", now, type_=UTCDateTime())
 
 
@@ -84,18 +84,20 @@ def latest_by_task_id(tasks: Iterable[TaskState]) -> dict[str, TaskState]:
     return {task.task_id: task for task in tasks}
 
 
+_TASKS_OF_EXECUTIONS = (
+    sa.select(task_states)
+    .where(task_states.c.workflow_exec_id.in_(sa.bindparam("exec_ids", expanding=True)))
+    .order_by(*TASK_ORDER)
+)
+
+
 def tasks_of_executions(
     db: Database, conn: Connection, exec_ids: Sequence[str]
 ) -> dict[str, list[TaskState]]:
     """workflow_exec_id -> its task states in task order, fetched in batches."""
     found: dict[str, list[TaskState]] = {exec_id: [] for exec_id in exec_ids}
     for batch in iter_batches(list(found), db.dialect.max_bind_params):
-        stmt = (
-            sa.select(task_states)
-            .where(task_states.c.workflow_exec_id.in_(batch))
-            .order_by(*TASK_ORDER)
-        )
-        for row in conn.execute(stmt):
+        for row in conn.execute(_TASKS_OF_EXECUTIONS, {"exec_ids": batch}):
             found[row.workflow_exec_id].append(task_from_row(row))
     return found
 
@@ -115,17 +117,30 @@ def merge_usage_into(
     summary.validate()
     if summary.is_empty():
         return None
+    read, write = repo._db.statement(
+        f"merge_usage_{table.name}", lambda d: _merge_usage_statements(d, table, key_column)
+    )
     with repo._write() as conn:
-        stmt = repo._db.dialect.for_update(sa.select(table.c.usage).where(key_column == key))
-        row = conn.execute(stmt).first()
+        row = conn.execute(read, {"key": key}).first()
         if row is None:
             raise not_found(key)
         stored = usage_from(row.usage)
         merged = summary.merge(None) if stored is None else stored.merge(summary)
-        now = now_param(utc_now())
-        conn.execute(
-            sa.update(table)
-            .where(key_column == key)
-            .values(usage=usage_value(merged), updated_at=not_before(table.c.updated_at, now))
-        )
+        conn.execute(write, {"key": key, "merged": usage_value(merged), "now": utc_now()})
     return merged
+
+
+def _merge_usage_statements(
+    dialect: Dialect, table: sa.Table, key_column: sa.Column[Any]
+) -> tuple[Any, Any]:
+    key: sa.BindParameter[str] = sa.bindparam("key")
+    read = dialect.for_update(sa.select(table.c.usage).where(key_column == key))
+    write = (
+        sa.update(table)
+        .where(key_column == key)
+        .values(
+            usage=sa.bindparam("merged", type_=table.c.usage.type),
+            updated_at=not_before(table.c.updated_at, now_param()),
+        )
+    )
+    return read, write

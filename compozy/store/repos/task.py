@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from compozy.core import Status
 from compozy.core.values import check_enum, check_id, utc_now
 from compozy.errors import ConstraintViolation, TaskNotFound, ValidationError
-from compozy.store.dialects.base import ForeignKeyViolation, iter_batches
+from compozy.store.dialects.base import Dialect, ForeignKeyViolation, iter_batches
 from compozy.store.repos.common import (
     TASK_ORDER,
     Repository,
@@ -43,8 +43,24 @@ _UPDATABLE = (
 )
 
 
+_BY_ID = sa.select(task_states).where(_T.task_exec_id == sa.bindparam("task_exec_id"))
+_CHILDREN = (
+    sa.select(task_states).where(_T.parent_state_id == sa.bindparam("parent")).order_by(*TASK_ORDER)
+)
+
+
 def _not_found(task_exec_id: str) -> TaskNotFound:
     return TaskNotFound(f"task execution {task_exec_id} not found")
+
+
+def _upsert_statement(dialect: Dialect) -> Any:
+    """INSERT .. ON CONFLICT DO UPDATE of every column but created_at; values come as params."""
+    insert = dialect.insert(task_states)
+    updated: dict[str, Any] = {name: insert.excluded[name] for name in _UPDATABLE}
+    updated["updated_at"] = not_before(_T.updated_at, insert.excluded.updated_at)
+    return insert.on_conflict_do_update(index_elements=[_T.task_exec_id], set_=updated).returning(
+        *task_states.c
+    )
 
 
 class SqlTaskRepository(Repository):
@@ -83,15 +99,10 @@ class SqlTaskRepository(Repository):
             created_at=state.created_at or now,
             updated_at=now,
         )
-        insert = self._db.dialect.insert(task_states).values(**values)
-        updated: dict[str, Any] = {name: insert.excluded[name] for name in _UPDATABLE}
-        updated["updated_at"] = not_before(_T.updated_at, insert.excluded.updated_at)
-        stmt = insert.on_conflict_do_update(
-            index_elements=[_T.task_exec_id], set_=updated
-        ).returning(*task_states.c)
+        stmt = self._db.statement("task_upsert", _upsert_statement)
         try:
             with self._write() as conn:
-                return task_from_row(conn.execute(stmt).one())
+                return task_from_row(conn.execute(stmt, values).one())
         except ForeignKeyViolation:
             raise self._missing_reference(state) from None
 
@@ -115,20 +126,17 @@ class SqlTaskRepository(Repository):
 
     def get_state(self, task_exec_id: str) -> TaskState:
         task_exec_id = check_id(task_exec_id, "task_exec_id")
-        stmt = sa.select(task_states).where(_T.task_exec_id == task_exec_id)
         with self._read() as conn:
-            row = conn.execute(stmt).first()
+            row = conn.execute(_BY_ID, {"task_exec_id": task_exec_id}).first()
         if row is None:
             raise _not_found(task_exec_id)
         return task_from_row(row)
 
     def get_state_for_update(self, task_exec_id: str) -> TaskState:
         task_exec_id = check_id(task_exec_id, "task_exec_id")
-        stmt = self._db.dialect.for_update(
-            sa.select(task_states).where(_T.task_exec_id == task_exec_id)
-        )
+        stmt = self._db.statement("task_for_update", lambda d: d.for_update(_BY_ID))
         with self._write(need_transaction="get_state_for_update") as conn:
-            row = conn.execute(stmt).first()
+            row = conn.execute(stmt, {"task_exec_id": task_exec_id}).first()
         if row is None:
             raise _not_found(task_exec_id)
         return task_from_row(row)
@@ -162,7 +170,10 @@ class SqlTaskRepository(Repository):
 
     def list_children(self, parent_state_id: str) -> list[TaskState]:
         parent_state_id = check_id(parent_state_id, "parent_state_id")
-        return self._list(_T.parent_state_id == parent_state_id)
+        with self._read() as conn:
+            return [
+                task_from_row(row) for row in conn.execute(_CHILDREN, {"parent": parent_state_id})
+            ]
 
     def list_children_outputs(self, parent_state_id: str) -> dict[str, dict[str, Any]]:
         parent_state_id = check_id(parent_state_id, "parent_state_id")

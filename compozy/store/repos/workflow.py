@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Row
 from compozy.core import ExecutionType, Status
 from compozy.core.values import check_enum, check_id, check_json_object, utc_now
 from compozy.errors import WorkflowNotFound, WorkflowNotReady
+from compozy.store.dialects.base import Dialect
 from compozy.store.repos.common import (
     Repository,
     latest_by_task_id,
@@ -30,6 +31,28 @@ from compozy.workflow import OutputTransformer, WorkflowFilter, WorkflowState
 _WF = workflow_states.c
 _NEWEST_FIRST = (_WF.created_at.desc(), _WF.workflow_exec_id.desc())
 _TRANSFORM_FAILED = "OUTPUT_TRANSFORMATION_FAILED"
+
+
+_BY_ID = sa.select(workflow_states).where(_WF.workflow_exec_id == sa.bindparam("exec_id"))
+_UPDATE_STATUS = (
+    sa.update(workflow_states)
+    .where(_WF.workflow_exec_id == sa.bindparam("exec_id"))
+    .values(status=sa.bindparam("new_status"), updated_at=not_before(_WF.updated_at, now_param()))
+    .returning(*workflow_states.c)
+)
+
+
+def _upsert_statement(dialect: Dialect) -> Any:
+    """INSERT .. ON CONFLICT DO UPDATE of every column but created_at; values come as params."""
+    insert = dialect.insert(workflow_states)
+    updated: dict[str, Any] = {
+        name: insert.excluded[name]
+        for name in ("workflow_id", "status", "usage", "input", "output", "error")
+    }
+    updated["updated_at"] = not_before(_WF.updated_at, insert.excluded.updated_at)
+    return insert.on_conflict_do_update(
+        index_elements=[_WF.workflow_exec_id], set_=updated
+    ).returning(*workflow_states.c)
 
 
 def _not_found(exec_id: str) -> WorkflowNotFound:
@@ -79,49 +102,39 @@ class SqlWorkflowRepository(Repository):
     def upsert_state(self, state: WorkflowState) -> WorkflowState:
         state.validate()
         now = utc_now()
-        insert = self._db.dialect.insert(workflow_states).values(
-            workflow_exec_id=state.workflow_exec_id,
-            workflow_id=state.workflow_id,
-            status=state.status.value,
-            usage=usage_value(state.usage),
-            input=state.input,
-            output=state.output,
-            error=state.error,
-            created_at=state.created_at or now,
-            updated_at=now,
-        )
-        updated = {
-            name: insert.excluded[name]
-            for name in ("workflow_id", "status", "usage", "input", "output", "error")
+        values = {
+            "workflow_exec_id": state.workflow_exec_id,
+            "workflow_id": state.workflow_id,
+            "status": state.status.value,
+            "usage": usage_value(state.usage),
+            "input": state.input,
+            "output": state.output,
+            "error": state.error,
+            "created_at": state.created_at or now,
+            "updated_at": now,
         }
-        updated["updated_at"] = not_before(_WF.updated_at, insert.excluded.updated_at)
-        stmt = insert.on_conflict_do_update(
-            index_elements=[_WF.workflow_exec_id], set_=updated
-        ).returning(*workflow_states.c)
+        stmt = self._db.statement("workflow_upsert", _upsert_statement)
         with self._write() as conn:
-            row = conn.execute(stmt).one()
+            row = conn.execute(stmt, values).one()
             return self._load(conn, [row])[0]
 
     def update_status(self, workflow_exec_id: str, status: Status) -> WorkflowState:
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
         status = check_enum(Status, status, "status")
-        now = now_param(utc_now())
-        stmt = (
-            sa.update(workflow_states)
-            .where(_WF.workflow_exec_id == workflow_exec_id)
-            .values(status=status.value, updated_at=not_before(_WF.updated_at, now))
-            .returning(*workflow_states.c)
-        )
+        params = {"exec_id": workflow_exec_id, "new_status": status.value, "now": utc_now()}
         with self._write() as conn:
-            row = conn.execute(stmt).first()
+            row = conn.execute(_UPDATE_STATUS, params).first()
             if row is None:
                 raise _not_found(workflow_exec_id)
             return self._load(conn, [row])[0]
 
     def get_state(self, workflow_exec_id: str) -> WorkflowState:
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
-        stmt = sa.select(workflow_states).where(_WF.workflow_exec_id == workflow_exec_id)
-        return self._one(stmt, f"workflow execution {workflow_exec_id} not found")
+        with self._read() as conn:
+            row = conn.execute(_BY_ID, {"exec_id": workflow_exec_id}).first()
+            if row is None:
+                raise _not_found(workflow_exec_id)
+            return self._load(conn, [row])[0]
 
     def get_state_by_id(self, workflow_id: str) -> WorkflowState:
         workflow_id = check_id(workflow_id, "workflow_id")
@@ -163,11 +176,9 @@ class SqlWorkflowRepository(Repository):
         self, workflow_exec_id: str, transformer: OutputTransformer | None = None
     ) -> WorkflowState:
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
-        locked = self._db.dialect.for_update(
-            sa.select(workflow_states).where(_WF.workflow_exec_id == workflow_exec_id)
-        )
+        locked = self._db.statement("workflow_for_update", lambda d: d.for_update(_BY_ID))
         with self._write() as conn:
-            row = conn.execute(locked).first()
+            row = conn.execute(locked, {"exec_id": workflow_exec_id}).first()
             if row is None:
                 raise _not_found(workflow_exec_id)
             state = self._load(conn, [row])[0]
