@@ -14,7 +14,14 @@ import pytest
 
 from compozy_testkit.fixtures import *  # noqa: F403 - the public fixtures
 from compozy_testkit.fixtures import _compozy_sqlite_templates, _compozy_worker_postgres  # noqa: F401
-from compozy_testkit.session import BACKENDS, KitState, PostgresRun, in_ci, parse_backends
+from compozy_testkit.session import (
+    BACKENDS,
+    KitState,
+    PostgresRun,
+    in_ci,
+    parse_backends,
+    postgres_unavailable,
+)
 
 STATE_KEY = pytest.StashKey[KitState]()
 MARKER = "compozy_backends"
@@ -161,14 +168,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "compozy_backend" not in metafunc.fixturenames:
         return
-    backends = metafunc.config.stash[STATE_KEY].backends
+    state = metafunc.config.stash[STATE_KEY]
     marker = metafunc.definition.get_closest_marker(MARKER)
     params = []
-    for backend in backends:
+    for backend in state.backends:
         marks = []
         if marker is not None and backend not in marker.args:
             reason = marker.kwargs.get("reason") or f"runs only on {', '.join(marker.args)}"
             marks.append(pytest.mark.skip(reason=f"{backend}: {reason}"))
+        elif backend == "postgres" and not state.require_postgres:
+            # A skip mark (not pytest.skip in a fixture) lets pytest fold every such skip
+            # into one summary line per file.
+            unavailable = postgres_unavailable(state)
+            if unavailable:
+                marks.append(pytest.mark.skip(reason=unavailable))
         params.append(pytest.param(backend, id=backend, marks=marks))
     if not params:
         params = [

@@ -108,6 +108,14 @@ class KitState:
         self.server = None
 
 
+def postgres_unavailable(state: KitState) -> str:
+    """Why the postgres backend cannot run, or "" when it can."""
+    run = state.postgres
+    if run is None:
+        return "no PostgreSQL: the postgres backend was not provisioned"
+    return f"no PostgreSQL: {run.error}" if run.error else ""
+
+
 def in_ci() -> bool:
     """True when the CI environment variable says so (GitHub Actions, most CI systems)."""
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")

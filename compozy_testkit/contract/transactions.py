@@ -1,4 +1,9 @@
-"""Contract of ``Store.transaction()`` and the store's other obligations (SPEC 3.4)."""
+"""Contract of ``Store.transaction()`` and the store's other obligations (SPEC 3.4).
+
+Tests taking ``compozy_store`` hold for any implementation of the protocols; tests taking
+``compozy_database`` or ``compozy_empty_database`` exercise compozy's own Store (several Stores on
+one database, busy timeouts, pools, a missing schema) on the plugin's backends.
+"""
 
 from __future__ import annotations
 
@@ -84,13 +89,13 @@ class TransactionContract:
         assert compozy_store.workflows.list_states() == []
 
     def test_work_inside_a_transaction_is_invisible_to_other_stores_until_commit(
-        self, compozy_store: Store, compozy_database: TestDatabase
+        self, compozy_database: TestDatabase
     ) -> None:
         if not compozy_database.shareable:
             pytest.skip("needs a second Store on the same database (in-memory SQLite is private)")
-        observer = compozy_database.open()
-        with compozy_store.transaction():
-            workflow(compozy_store, workflow_exec_id="pending")
+        store, observer = compozy_database.store(), compozy_database.open()
+        with store.transaction():
+            workflow(store, workflow_exec_id="pending")
             assert observer.workflows.list_states() == []
         assert [s.workflow_exec_id for s in observer.workflows.list_states()] == ["pending"]
 

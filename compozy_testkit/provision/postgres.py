@@ -135,20 +135,23 @@ def _mask(url: str) -> str:
 
 
 def find_bindir() -> Path | None:
-    """The folder holding ``initdb`` and ``pg_ctl``: PATH, then ``pg_config``, then Debian's."""
+    """The folder of the ``initdb`` and ``pg_ctl`` found on PATH.
+
+    Only PATH counts, so that what a test run uses is what its environment says; Debian keeps
+    the server binaries out of PATH, in /usr/lib/postgresql/<version>/bin (see ``path_hint``).
+    """
     initdb = shutil.which("initdb")
     if initdb and shutil.which("pg_ctl"):
         return Path(os.path.realpath(initdb)).parent
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        result = subprocess.run(
-            [pg_config, "--bindir"], capture_output=True, text=True, check=False
-        )
-        candidate = Path(result.stdout.strip())
-        if (candidate / "initdb").exists():
-            return candidate
+    return None
+
+
+def path_hint() -> str:
+    """Where installed server binaries are, if they are somewhere off PATH."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version_key)
-    return Path(found[-1]).parent if found else None
+    if not found:
+        return "install the PostgreSQL server (Debian: apt-get install postgresql)"
+    return f"add {Path(found[-1]).parent} to PATH"
 
 
 def _version_key(path: str) -> int:
@@ -166,12 +169,7 @@ def start_local_cluster() -> PostgresServer:
     """initdb + pg_ctl start in a short temp dir; stopped and removed by ``stop()``."""
     bindir = find_bindir()
     if bindir is None:
-        raise PostgresUnavailable(
-            [
-                "local cluster: initdb not found "
-                "(looked on PATH, in pg_config --bindir and /usr/lib/postgresql/*/bin)"
-            ]
-        )
+        raise PostgresUnavailable([f"local cluster: initdb and pg_ctl not on PATH ({path_hint()})"])
     as_root = os.geteuid() == 0
     if as_root and shutil.which("runuser") is None:
         raise PostgresUnavailable(["local cluster: running as root and runuser is missing"])

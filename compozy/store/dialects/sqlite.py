@@ -13,6 +13,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +99,9 @@ class SQLiteDialect(Dialect):
             if not path.exists():
                 with contextlib.suppress(FileExistsError):  # another process was faster
                     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                    # WAL is a property of the file: set it now, before anyone else connects.
+                    with contextlib.closing(sqlite3.connect(path)) as raw:
+                        raw.execute("PRAGMA journal_mode=WAL")
         except OSError as exc:
             raise StoreUnavailable(
                 f"cannot create the SQLite database {self.path}: {exc.strerror}; "
@@ -111,10 +115,24 @@ class SQLiteDialect(Dialect):
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             if not self.memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
+                if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self._enable_wal(cursor)
                 cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
+
+    def _enable_wal(self, cursor: sqlite3.Cursor) -> None:
+        # Switching a file to WAL needs an exclusive lock, and SQLite answers "locked" at once,
+        # without its busy handler, while another connection writes; so retry until the timeout.
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def guard(self, *, write: bool) -> Iterator[None]:

@@ -1,0 +1,231 @@
+"""The pytest plugin itself, driven through pytester in fresh pytest processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+ISOLATION_SUITE = """
+import threading
+
+from compozy.core import Status
+from compozy.workflow import WorkflowState
+
+
+def test_1_commits_from_threads_and_a_second_store(compozy_store, compozy_database):
+    def write(i):
+        compozy_store.workflows.upsert_state(
+            WorkflowState(workflow_exec_id=f"w{i}", workflow_id="w", status=Status.RUNNING))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if compozy_database.shareable:
+        other = compozy_database.open()
+        other.workflows.upsert_state(
+            WorkflowState(workflow_exec_id="other", workflow_id="w", status=Status.RUNNING))
+    assert len(compozy_store.workflows.list_states()) >= 3
+
+
+def test_2_starts_clean(compozy_store):
+    assert compozy_store.workflows.list_states() == []
+"""
+
+
+def _environment_without_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No URL, no initdb/pg_ctl on PATH, no Docker engine: nowhere to get PostgreSQL."""
+    for name in (
+        "COMPOZY_TEST_POSTGRES_URL",
+        "COMPOZY_TEST_BACKENDS",
+        "CI",
+        "COMPOZY_TEST_POSTGRES_SOURCE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    initdb = shutil.which("initdb")
+    kept = [
+        p
+        for p in os.environ["PATH"].split(os.pathsep)
+        if not initdb or Path(p) != Path(initdb).parent
+    ]
+    monkeypatch.setenv("PATH", os.pathsep.join(kept))
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+
+
+def test_backend_aware_tests_run_once_per_backend_with_the_backend_in_the_id(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("def test_x(compozy_backend):\n    assert compozy_backend\n")
+    result = pytester.runpytest_subprocess(
+        "-v", "--compozy-backend", "sqlite", "--compozy-backend", "sqlite-file"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "compozy backends: sqlite, sqlite-file",
+            "*test_x[[]sqlite[]] PASSED*",
+            "*test_x[[]sqlite-file[]] PASSED*",
+        ]
+    )
+    assert result.ret == 0
+
+
+def test_the_header_names_where_postgres_came_from_and_how_long_it_took(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("def test_x(compozy_store):\n    assert compozy_store.driver\n")
+    result = pytester.runpytest_subprocess("-v", "--compozy-backend", "postgres")
+    result.stdout.fnmatch_lines(
+        ["compozy postgres: *, ready in *s*", "*test_x[[]postgres[]] PASSED*"]
+    )
+
+
+def test_every_test_starts_clean_even_after_commits_threads_and_other_stores(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(ISOLATION_SUITE)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--compozy-backend", "all")
+    result.assert_outcomes(passed=6)
+
+
+def test_with_xdist_each_worker_uses_its_own_database(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WHERE_DIR", str(tmp_path))
+    pytester.makepyfile(
+        """
+        import os, pathlib, pytest
+
+        @pytest.mark.parametrize("n", range(12))
+        @pytest.mark.compozy_backends("postgres", "sqlite-file")
+        def test_where(compozy_store, compozy_backend, n):
+            worker = os.environ["PYTEST_XDIST_WORKER"]
+            out = pathlib.Path(os.environ["WHERE_DIR"]) / f"{compozy_backend}-{worker}-{n}"
+            out.write_text(compozy_store.location)
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--compozy-backend", "all")
+    assert result.ret == 0, result.stdout.str()
+    for backend in ("postgres", "sqlite-file"):
+        seen: dict[str, set[str]] = {}
+        for path in tmp_path.glob(f"{backend}-gw*"):
+            worker = path.name.split("-")[-2]
+            location = path.read_text()
+            if backend == "postgres":  # one database per worker, named after it
+                location = location.rsplit("/", 1)[1]
+                assert location.endswith(f"_{worker}"), location
+            seen.setdefault(worker, set()).add(location)
+        assert set(seen) == {"gw0", "gw1"}, seen
+        if backend == "postgres":
+            assert all(len(names) == 1 for names in seen.values()), seen
+            assert seen["gw0"] != seen["gw1"]
+
+
+def test_without_any_postgres_the_postgres_tests_skip_with_one_line(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _environment_without_postgres(monkeypatch)
+    pytester.makepyfile("".join(f"def test_{i}(compozy_store):\n    pass\n" for i in range(3)))
+    result = pytester.runpytest_subprocess("-rs", "--compozy-backend", "postgres")
+    result.assert_outcomes(skipped=3)
+    skip_lines = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
+    assert len(skip_lines) == 1, skip_lines
+    assert "[3]" in skip_lines[0]
+    assert "no PostgreSQL" in skip_lines[0]
+    assert "initdb and pg_ctl not on PATH" in skip_lines[0]
+
+
+@pytest.mark.parametrize("how", [["--compozy-require-postgres"], ["CI=true"]])
+def test_without_any_postgres_the_postgres_tests_fail_when_required(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: list[str]
+) -> None:
+    _environment_without_postgres(monkeypatch)
+    args = ["--compozy-backend", "postgres"]
+    if how == ["CI=true"]:
+        monkeypatch.setenv("CI", "true")
+    else:
+        args += how
+    pytester.makepyfile("def test_x(compozy_store):\n    pass\n")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*no PostgreSQL*required*"])
+
+
+def test_the_backends_marker_skips_other_backends_with_its_reason(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.compozy_backends("sqlite-file", reason="needs a file")
+        def test_x(compozy_backend):
+            assert compozy_backend == "sqlite-file"
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-rs", "--compozy-backend", "sqlite", "--compozy-backend", "sqlite-file"
+    )
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*sqlite: needs a file*"])
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--compozy-backend", "mysql"], {}, "*unknown compozy backend 'mysql'*"),
+        ([], {"COMPOZY_TEST_BACKENDS": "sqlite,oracle"}, "*unknown compozy backend 'oracle'*"),
+    ],
+)
+def test_an_unknown_backend_is_a_usage_error(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    expected: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+
+
+def test_backends_come_from_the_environment_then_the_ini_file(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COMPOZY_TEST_BACKENDS", raising=False)
+    pytester.makeini("[pytest]\ncompozy_backends = sqlite-file\n")
+    pytester.makepyfile("def test_x(compozy_backend):\n    pass\n")
+    pytester.runpytest_subprocess("-v").stdout.fnmatch_lines(["*test_x[[]sqlite-file[]]*"])
+    monkeypatch.setenv("COMPOZY_TEST_BACKENDS", "sqlite")
+    pytester.runpytest_subprocess("-v").stdout.fnmatch_lines(["*test_x[[]sqlite[]] PASSED*"])
+
+
+def test_the_plugin_module_imports_nothing_optional_at_load_time() -> None:
+    # A project that installed compozy without the testkit extra has no factory-boy; pytest
+    # still loads this plugin through the entry point, so loading must not need it.
+    code = (
+        "import sys, builtins\n"
+        "real = builtins.__import__\n"
+        "def guarded(name, *a, **k):\n"
+        "    if name.split('.')[0] in ('factory', 'filelock', 'testcontainers'):\n"
+        "        raise ImportError(name)\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = guarded\n"
+        "import compozy_testkit.plugin\n"
+        "print('loaded')\n"
+    )
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.stdout.strip() == "loaded", result.stderr
