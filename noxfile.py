@@ -1,13 +1,16 @@
-"""Sessions: ``nox`` runs lint, the suite on SQLite and on PostgreSQL, then the coverage gates."""
+"""Sessions: ``nox`` runs lint, the suite on SQLite and on PostgreSQL, the downstream example,
+then the coverage gates."""
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
+from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "test-sqlite", "test-postgres", "coverage"]
+nox.options.sessions = ["lint", "test-sqlite", "test-postgres", "downstream", "coverage"]
 nox.options.default_venv_backend = "venv"
 
 # Branch coverage gates, enforced by the coverage session on the combined data of both backends.
@@ -65,6 +68,59 @@ def test_postgres(session: nox.Session) -> None:
     """The whole suite on PostgreSQL (URL, throwaway local cluster or testcontainers)."""
     _install(session)
     _pytest(session, ["--compozy-backend", "postgres", "--compozy-require-postgres"], "postgres")
+
+
+ROOT = Path(__file__).resolve().parent
+DOWNSTREAM_EXAMPLE = ROOT / "examples" / "downstream"
+# Without posargs the example must pass on every backend, PostgreSQL included.
+DOWNSTREAM_DEFAULT_ARGS = ["--compozy-backend", "all", "--compozy-require-postgres"]
+PLAIN_TEST = "def test_nothing() -> None:\n    assert True\n"
+# Asks for a factory fixture where factory-boy is absent: that test must fail saying what to do.
+FACTORY_TEST = "def test_factory(workflow_factory: object) -> None:\n    pass\n"
+FACTORY_HINT = "compozy's factories need factory-boy: pip install 'compozy[testkit]'"
+
+
+@nox.session
+def downstream(session: nox.Session) -> None:
+    """A downstream project's view: pytest still works without the testkit extra, and the
+    example project (contract suite + its own test) passes with it; posargs go to its pytest."""
+    # 1. compozy alone. The plugin is registered through the pytest11 entry point all the same,
+    # so a project that never asked for the testkit must still get a working pytest run.
+    # A non-editable install builds in build/; a stale one could ship modules since deleted.
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
+    session.install(str(ROOT))
+    session.install("pytest")
+    # A reused venv still has the previous run's testkit extra; this half needs it absent.
+    session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", "factory-boy")
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util, sys; sys.exit(importlib.util.find_spec('factory') is not None)",
+    )
+    project = Path(session.create_tmp()) / "plain-project"
+    project.mkdir(exist_ok=True)
+    # Its own ini file, or pytest would take this repository's pyproject.toml as its config.
+    (project / "pytest.ini").write_text("[pytest]\n")
+    (project / "test_nothing.py").write_text(PLAIN_TEST)
+    (project / "factory_fixture.py").write_text(FACTORY_TEST)  # not test_*: run by name below
+    with session.chdir(project):
+        output = str(session.run("pytest", "-p", "no:cacheprovider", silent=True))
+        session.log(output)
+        plugins = next((ln for ln in output.splitlines() if ln.startswith("plugins:")), "")
+        if "compozy" not in plugins or "1 passed" not in output:
+            session.error("the plain project's run did not load the compozy plugin and pass 1 test")
+        failing = ["pytest", "-p", "no:cacheprovider", "--compozy-backend", "sqlite"]
+        output = str(session.run(*failing, "factory_fixture.py", success_codes=[1], silent=True))
+        if FACTORY_HINT not in output:
+            session.log(output)
+            session.error("a factory fixture without factory-boy did not fail with the hint")
+
+    # 2. compozy with the testkit extra, then the example, which depends on compozy[testkit].
+    session.install("-e", f"{ROOT}[testkit]")
+    shutil.rmtree(DOWNSTREAM_EXAMPLE / "build", ignore_errors=True)
+    session.install(str(DOWNSTREAM_EXAMPLE))
+    with session.chdir(DOWNSTREAM_EXAMPLE):
+        session.run("pytest", *(session.posargs or DOWNSTREAM_DEFAULT_ARGS))
 
 
 @nox.session

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from compozy_testkit.databases import TestDatabase, WorkerPostgres
+from compozy_testkit.session import postgres_unavailable
 
 if TYPE_CHECKING:
     from compozy.auth import AuthRepository
@@ -25,12 +26,17 @@ if TYPE_CHECKING:
     from compozy_testkit.provision.sqlite import SQLiteTemplates
 
 __all__ = [
+    "api_key_factory",
     "auth_repo",
     "compozy_backend",
     "compozy_database",
     "compozy_empty_database",
+    "compozy_factories",
     "compozy_store",
+    "task_factory",
     "task_repo",
+    "user_factory",
+    "workflow_factory",
     "workflow_repo",
 ]
 
@@ -70,15 +76,12 @@ def compozy_backend(request: pytest.FixtureRequest) -> str:
 
     backend: str = getattr(request, "param", "sqlite")
     if backend == "postgres":
-        state = request.config.stash[STATE_KEY]
-        run = state.postgres
-        if run is None or run.error:
-            reason = f"no PostgreSQL: {run.error if run else 'postgres backend not provisioned'}"
-            if state.require_postgres:
-                pytest.fail(
-                    f"{reason} (required: CI=true or --compozy-require-postgres)", pytrace=False
-                )
-            pytest.skip(reason)
+        # Unless PostgreSQL is required, the plugin has already marked these tests skipped.
+        reason = postgres_unavailable(request.config.stash[STATE_KEY])
+        if reason:
+            pytest.fail(
+                f"{reason} (required: CI=true or --compozy-require-postgres)", pytrace=False
+            )
     return backend
 
 
@@ -136,3 +139,63 @@ def task_repo(compozy_store: Store) -> TaskRepository:
 def auth_repo(compozy_store: Store) -> AuthRepository:
     """The auth repository of ``compozy_store``."""
     return compozy_store.auth
+
+
+# The factory fixtures. factory-boy is optional, so compozy_testkit.factories is imported for
+# type checking only; at run time the fixtures import it lazily.
+if TYPE_CHECKING:
+    from compozy_testkit.factories import (
+        APIKeyFactory,
+        FactorySet,
+        TaskStateFactory,
+        UserFactory,
+        WorkflowStateFactory,
+    )
+
+
+def _bind_factories(store: Store) -> FactorySet:
+    """``compozy_testkit.factories.bind(store)``, or a clear failure without factory-boy."""
+    # Imported here, not at the top: the plugin loads this module in every project that
+    # installed compozy, with or without the testkit extra that brings factory-boy.
+    missing = False
+    try:
+        from compozy_testkit.factories import bind
+    except ModuleNotFoundError as exc:
+        if exc.name != "factory":
+            raise
+        missing = True
+    if missing:  # failed outside the except block, so the report is this one line
+        pytest.fail(
+            "compozy's factories need factory-boy: pip install 'compozy[testkit]'", pytrace=False
+        )
+    return bind(store)
+
+
+@pytest.fixture
+def compozy_factories(compozy_store: Store) -> FactorySet:
+    """The compozy_testkit factories bound to ``compozy_store`` (needs the testkit extra)."""
+    return _bind_factories(compozy_store)
+
+
+@pytest.fixture
+def workflow_factory(compozy_factories: FactorySet) -> type[WorkflowStateFactory]:
+    """``.create()`` stores a workflow execution in ``compozy_store``; ``.build()`` only builds."""
+    return compozy_factories.workflows
+
+
+@pytest.fixture
+def task_factory(compozy_factories: FactorySet) -> type[TaskStateFactory]:
+    """``.create(workflow= | parent=)`` stores a task; ``.tree(depth=, fan_out=)`` a task tree."""
+    return compozy_factories.tasks
+
+
+@pytest.fixture
+def user_factory(compozy_factories: FactorySet) -> type[UserFactory]:
+    """``.create()`` stores a user in ``compozy_store``; ``.build()`` only builds."""
+    return compozy_factories.users
+
+
+@pytest.fixture
+def api_key_factory(compozy_factories: FactorySet) -> type[APIKeyFactory]:
+    """``.create()`` stores an API key; ``.create_with_plaintext()`` also gives its plaintext."""
+    return compozy_factories.api_keys
