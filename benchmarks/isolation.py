@@ -3,9 +3,10 @@
     python benchmarks/isolation.py [POSTGRES_URL] [--iterations N]
 
 Every method runs the same small test body (1 workflow + 5 tasks written through a Store, then
-read back) so that cleaning has rows to remove. The testkit's methods are timed through its own
-code (``TestDatabase``, ``SQLiteTemplates``, ``WorkerPostgres.clean``, ``KitState``), so the
-figures describe the plugin; the alternatives are what it could do instead. Methods of one
+read back) so that cleaning has rows to remove. The testkit's method is timed through its own
+code (``TestDatabase`` over ``WorkerDatabases``: one warm Store per worker, its rows deleted after
+each test; ``SQLiteTemplates``, ``KitState``), so the figures describe the plugin; the
+alternatives are what it could do instead. Methods of one
 backend run interleaved, one "test" each in turn, so that drift of a noisy machine hits them all.
 PostgreSQL comes from the URL, else COMPOZY_TEST_POSTGRES_URL, else ``acquire(None)``.
 """
@@ -35,7 +36,7 @@ from compozy.core import Component, Status
 from compozy.store import Store, open_sqlite_connection, open_store
 from compozy.task import TaskState
 from compozy.workflow import WorkflowState
-from compozy_testkit.databases import CLEAN_SQL, TestDatabase, WorkerPostgres
+from compozy_testkit.databases import TestDatabase, WorkerDatabases, WorkerPostgres
 from compozy_testkit.provision.postgres import PostgresServer
 from compozy_testkit.provision.sqlite import SQLiteTemplates, file_config
 from compozy_testkit.session import KitState, PostgresRun
@@ -140,37 +141,34 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def sqlite_memory(templates: SQLiteTemplates, stack: ExitStack) -> list[Method]:
+def sqlite_memory(
+    templates: SQLiteTemplates, workers: WorkerDatabases, stack: ExitStack
+) -> list[Method]:
     kept = stack.enter_context(templates.memory_store())
+
+    def fresh_copy() -> None:
+        with templates.memory_store() as store:
+            body(store)
 
     def alembic() -> None:
         connection = sqlite3.connect(":memory:", check_same_thread=False)
         with open_sqlite_connection(connection, auto_migrate=True) as store:
             body(store)
 
-    # What-if: restore the template into the one connection a kept Store wraps.
-    template = sqlite3.connect(":memory:", check_same_thread=False)
-    stack.enter_context(open_sqlite_connection(template, auto_migrate=True))
-    target = sqlite3.connect(":memory:", check_same_thread=False)
-    template.backup(target)
-    reused = stack.enter_context(open_sqlite_connection(target))
-
-    def restore() -> None:
-        body(reused)
-        template.backup(target)
-
     return [
         Method("body alone (one Store kept, no isolation)", lambda: body(kept)),
         plugin_method(
-            "template backup() + new Store (TestDatabase)",
-            lambda: TestDatabase("sqlite", migrated=True, templates=templates),
+            "warm Store + DELETE of its rows (TestDatabase)",
+            lambda: TestDatabase("sqlite", worker=workers),
         ),
+        Method("template backup() into a new Store per test", fresh_copy),
         Method("new :memory: Store + Alembic upgrade", alembic),
-        Method("kept Store, backup() template into its connection †", restore),
     ]
 
 
-def sqlite_file(templates: SQLiteTemplates, root: Path, stack: ExitStack) -> list[Method]:
+def sqlite_file(
+    templates: SQLiteTemplates, workers: WorkerDatabases, root: Path, stack: ExitStack
+) -> list[Method]:
     kept = stack.enter_context(open_store(file_config(root / "kept.db", auto_migrate=True)))
     counter = itertools.count()
 
@@ -179,6 +177,12 @@ def sqlite_file(templates: SQLiteTemplates, root: Path, stack: ExitStack) -> lis
         path.mkdir()
         return path
 
+    def fresh_copy() -> None:
+        path = tmp_path() / "compozy.db"
+        templates.copy_file(path)
+        with open_store(file_config(path)) as store:
+            body(store)
+
     def alembic() -> None:
         with open_store(file_config(tmp_path() / "compozy.db", auto_migrate=True)) as store:
             body(store)
@@ -186,11 +190,10 @@ def sqlite_file(templates: SQLiteTemplates, root: Path, stack: ExitStack) -> lis
     return [
         Method("body alone (one Store kept, no isolation)", lambda: body(kept)),
         plugin_method(
-            "copyfile(template) + new Store (TestDatabase)",
-            lambda: TestDatabase(
-                "sqlite-file", migrated=True, templates=templates, tmp_path=tmp_path()
-            ),
+            "warm Store + DELETE of its rows (TestDatabase)",
+            lambda: TestDatabase("sqlite-file", worker=workers),
         ),
+        Method("copyfile(template) + new Store per test", fresh_copy),
         Method("new file + Alembic upgrade", alembic),
     ]
 
@@ -200,7 +203,7 @@ class Rollback(Exception):
 
 
 def postgres(
-    server: PostgresServer, run: PostgresRun, stack: ExitStack
+    server: PostgresServer, run: PostgresRun, workers: WorkerDatabases, stack: ExitStack
 ) -> tuple[list[Method], list[float]]:
     """The methods, and how long each worker-database clone took."""
     clones: list[float] = []
@@ -214,20 +217,19 @@ def postgres(
         url = server.create_database(name, template=run.template)
         clones.append(time.perf_counter() - start)
         stack.callback(server.drop_database, name)
-        return WorkerPostgres(server, name, url, run.prefix)
+        return WorkerPostgres(server, name, url, run.template)
 
-    body_db, delete_db, truncate_db, rollback_db, reuse_db = (worker(f"gw{n}") for n in range(5))
+    body_db, plugin_db, delete_db, truncate_db, rollback_db = (worker(f"gw{n}") for n in range(5))
+    workers.postgres = plugin_db
     kept = stack.enter_context(open_store(config(body_db.url)))
     kept_for_rollback = stack.enter_context(open_store(config(rollback_db.url)))
-    kept_for_delete = stack.enter_context(open_store(config(reuse_db.url)))
-    cleaner = stack.enter_context(psycopg.connect(reuse_db.url, autocommit=True))
     counter = itertools.count()
 
-    def truncate() -> None:
-        with open_store(config(truncate_db.url)) as store:
+    def new_store_then(url: str, wipe: str) -> None:
+        with open_store(config(url)) as store:
             body(store)
-        with psycopg.connect(truncate_db.url, autocommit=True) as conn:
-            conn.execute("TRUNCATE api_keys, users, task_states, workflow_states")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(wipe)
 
     def clone() -> None:
         name = f"{run.prefix}_t{next(counter)}"
@@ -240,20 +242,23 @@ def postgres(
             body(kept_for_rollback)
             raise Rollback
 
-    def kept_delete() -> None:
-        body(kept_for_delete)
-        cleaner.execute(CLEAN_SQL)
-
+    delete = "DELETE FROM api_keys; DELETE FROM users; DELETE FROM task_states; " + (
+        "DELETE FROM workflow_states"
+    )
+    truncate = "TRUNCATE api_keys, users, task_states, workflow_states"
     methods = [
         Method("body alone (one Store kept, no isolation)", lambda: body(kept)),
-        plugin_method(  # tear-down: Store.close() + WorkerPostgres.clean()
-            "new Store, close + DELETE FROM 4 tables",
-            lambda: TestDatabase("postgres", migrated=True, postgres=delete_db),
+        plugin_method(
+            "warm Store + DELETE of its rows (TestDatabase)",
+            lambda: TestDatabase("postgres", worker=workers),
         ),
-        Method("new Store, close + TRUNCATE 4 tables", truncate),
+        Method("new Store per test, close + DELETE", lambda: new_store_then(delete_db.url, delete)),
+        Method(
+            "new Store per test, close + TRUNCATE",
+            lambda: new_store_then(truncate_db.url, truncate),
+        ),
         Method("CREATE DATABASE .. TEMPLATE + new Store + DROP", clone),
         Method("outer transaction + ROLLBACK (Store kept) *", rollback),
-        Method("kept Store + DELETE on a kept connection †", kept_delete),
     ]
     return methods, clones
 
@@ -285,7 +290,8 @@ def main() -> None:
             "One run on a noisy shared VM: compare ratios, not absolute figures. total = set-up + "
             "body + tear-down of one test; set-up+tear-down = total - median of the body alone. "
             "A new Store compiles its SQL on first use: that cold-Store cost lands in "
-            "set-up+tear-down of every method that opens a Store per test."
+            "set-up+tear-down of every method that opens a Store per test; the plugin keeps one "
+            "warm Store per worker and backend."
         )
 
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cpzy-iso-")))
@@ -296,10 +302,13 @@ def main() -> None:
         one_off.append(("SQLite: migrate the :memory: template (+ 1st clone)", memory_template))
         one_off.append(("SQLite: migrate the template file (+ 1st copy)", file_template))
 
-        memory = sqlite_memory(templates, stack)
+        workers = WorkerDatabases(templates, root / "worker")
+        (root / "worker").mkdir()
+        stack.callback(workers.close)
+        memory = sqlite_memory(templates, workers, stack)
         measure(memory, args.iterations)
         report("SQLite in memory", memory)
-        files = sqlite_file(templates, root, stack)
+        files = sqlite_file(templates, workers, root, stack)
         measure(files, args.iterations)
         report("SQLite file (WAL)", files)
 
@@ -307,7 +316,7 @@ def main() -> None:
             print(f"\nPostgreSQL: skipped ({run.error if run else 'not provisioned'})")
         else:
             assert server is not None
-            pg, clones = postgres(server, run, stack)
+            pg, clones = postgres(server, run, workers, stack)
             measure(pg, args.iterations)
             report("PostgreSQL", pg)
             print(
@@ -325,11 +334,6 @@ def main() -> None:
                     statistics.median(clones),
                 ),
             ]
-        print(
-            "\n†  what-if, not in the testkit: one Store per worker reused by every test (warm SQL "
-            "cache, pooled connection); still isolates commits, threads and extra Stores, but a "
-            "test that closes or reconfigures that Store would break the next."
-        )
         print("\nOne-off costs (ms, one sample each unless said)")
         for name, seconds in one_off:
             print(f"  {name}: {seconds * 1000:.1f}")

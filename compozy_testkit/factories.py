@@ -39,7 +39,7 @@ from factory import declarations
 from factory.base import Factory
 
 from compozy.auth import APIKey, Role, User
-from compozy.auth.keys import new_api_key
+from compozy.auth.keys import TEST_BCRYPT_ROUNDS, new_api_key
 from compozy.core import Component, ExecutionType, Status
 from compozy.task import TaskState
 from compozy.workflow import WorkflowState
@@ -237,8 +237,8 @@ class APIKeyFactory(StoreFactory[APIKey]):
 
     Calling the factory returns the ``APIKey`` as stored, which never holds the plaintext; use
     :meth:`create_with_plaintext` (or :meth:`build_with_plaintext`) to get it as well. The key
-    belongs to a new user unless ``user=`` (a stored ``User``) is given. bcrypt makes each key
-    take a noticeable fraction of a second: create the few a test needs.
+    belongs to a new user unless ``user=`` (a stored ``User``) is given. The hash uses bcrypt's
+    minimum work factor (test data; production keys use 12), so keys are cheap to make.
     """
 
     class Meta:
@@ -248,7 +248,7 @@ class APIKeyFactory(StoreFactory[APIKey]):
     user = SubFactory(UserFactory)
     user_id = SelfAttribute("user.id")
     # (APIKey, plaintext) from the real key maker; the fields below are read from it.
-    material = LazyAttribute(lambda key: new_api_key(key.user_id))
+    material = LazyAttribute(lambda key: new_api_key(key.user_id, bcrypt_rounds=TEST_BCRYPT_ROUNDS))
     prefix = LazyAttribute(lambda key: key.material[0].prefix)
     hash = LazyAttribute(lambda key: key.material[0].hash)
     fingerprint = LazyAttribute(lambda key: key.material[0].fingerprint)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from compozy_testkit.databases import TestDatabase, WorkerPostgres
+from compozy_testkit.databases import TestDatabase, WorkerDatabases, WorkerPostgres
 from compozy_testkit.session import postgres_unavailable
 
 if TYPE_CHECKING:
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from compozy.store import Store
     from compozy.task import TaskRepository
     from compozy.workflow import WorkflowRepository
-    from compozy_testkit.provision.sqlite import SQLiteTemplates
 
 __all__ = [
     "api_key_factory",
@@ -42,30 +41,33 @@ __all__ = [
 
 
 @pytest.fixture(scope="session")
-def _compozy_sqlite_templates(
+def _compozy_worker_databases(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[SQLiteTemplates]:
+) -> Iterator[WorkerDatabases]:
     from compozy_testkit.provision.sqlite import SQLiteTemplates
 
-    templates = SQLiteTemplates(tmp_path_factory.mktemp("compozy-sqlite"))
-    yield templates
+    workdir = tmp_path_factory.mktemp("compozy")
+    templates = SQLiteTemplates(workdir)
+    databases = WorkerDatabases(templates, workdir)
+    yield databases
+    databases.close()
     templates.close()
 
 
 @pytest.fixture(scope="session")
-def _compozy_worker_postgres(request: pytest.FixtureRequest) -> Iterator[WorkerPostgres | None]:
+def _compozy_worker_postgres(request: pytest.FixtureRequest) -> Iterator[WorkerPostgres]:
     from compozy_testkit.plugin import STATE_KEY
     from compozy_testkit.provision.postgres import PostgresServer
 
     run = request.config.stash[STATE_KEY].postgres
-    if run is None or run.error:
-        yield None
-        return
+    # compozy_backend fails or skips every postgres test before it gets here without a server.
+    assert run is not None
+    assert not run.error
     server = PostgresServer(run.admin_url, run.source, run.seconds)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     name = f"{run.prefix}_{worker}"
     url = server.create_database(name, template=run.template)
-    yield WorkerPostgres(server, name, url, run.prefix)
+    yield WorkerPostgres(server, name, url, run.template)
     server.drop_database(name)
 
 
@@ -88,13 +90,14 @@ def compozy_backend(request: pytest.FixtureRequest) -> str:
 def _database(
     request: pytest.FixtureRequest, backend: str, tmp_path: Path, migrated: bool
 ) -> TestDatabase:
-    templates = request.getfixturevalue("_compozy_sqlite_templates") if migrated else None
-    postgres = (
-        request.getfixturevalue("_compozy_worker_postgres") if backend == "postgres" else None
-    )
-    return TestDatabase(
-        backend, migrated=migrated, templates=templates, tmp_path=tmp_path, postgres=postgres
-    )
+    postgres: WorkerPostgres | None = None
+    if backend == "postgres":
+        postgres = request.getfixturevalue("_compozy_worker_postgres")
+    if not migrated:
+        return TestDatabase(backend, tmp_path=tmp_path, postgres=postgres)
+    worker: WorkerDatabases = request.getfixturevalue("_compozy_worker_databases")
+    worker.postgres = postgres or worker.postgres
+    return TestDatabase(backend, worker=worker)
 
 
 @pytest.fixture
@@ -119,7 +122,7 @@ def compozy_empty_database(
 
 @pytest.fixture
 def compozy_store(compozy_database: TestDatabase) -> Store:
-    """A clean, migrated Store on the current backend, closed after the test."""
+    """A migrated Store on the current backend, with no rows; wiped again after the test."""
     return compozy_database.store()
 
 

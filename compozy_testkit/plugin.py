@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from compozy_testkit.fixtures import *  # noqa: F403 - the public fixtures
-from compozy_testkit.fixtures import _compozy_sqlite_templates, _compozy_worker_postgres  # noqa: F401
+from compozy_testkit.fixtures import _compozy_worker_databases, _compozy_worker_postgres  # noqa: F401
 from compozy_testkit.session import (
     BACKENDS,
     KitState,
@@ -125,11 +125,55 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:
         data = workerinput.get("compozy_postgres")
         state.postgres = PostgresRun.from_workerinput(data) if data else None
-    elif "postgres" in state.backends and not config.option.collectonly:
+    elif "postgres" in state.backends and _distributing(config) and not config.option.collectonly:
+        # xdist workers collect, the controller does not: it cannot wait to see whether a
+        # test needs PostgreSQL, and one server must be ready before the workers start.
         state.provision_postgres()
     config.stash[STATE_KEY] = state
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "compozy-xdist")
+
+
+def _distributing(config: pytest.Config) -> bool:
+    """True on an xdist controller that will start workers."""
+    return bool(getattr(config.option, "numprocesses", None)) or (
+        getattr(config.option, "dist", "no") != "no"
+    )
+
+
+def _backend_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("compozy_backend") if callspec is not None else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = config.stash[STATE_KEY]
+    wanted = [
+        item
+        for item in items
+        if _backend_of(item) == "postgres" and item.get_closest_marker("skip") is None
+    ]
+    if not wanted:
+        return  # nothing collected needs PostgreSQL, so none is started
+    if state.postgres is None and not hasattr(config, "workerinput"):
+        state.provision_postgres()
+        state.report_after_collection = True
+    reason = postgres_unavailable(state)
+    if reason and not state.require_postgres:
+        # A skip mark (not pytest.skip in a fixture) lets pytest fold every such skip into one
+        # summary line per file; when PostgreSQL is required, compozy_backend fails instead.
+        for item in wanted:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Where PostgreSQL came from, when it was started after the header was printed.
+    state = session.config.stash[STATE_KEY]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if state.report_after_collection and reporter is not None:
+        reporter.write_line(_postgres_line(state))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -149,19 +193,23 @@ class _XdistHooks:
             node.workerinput["compozy_postgres"] = self._state.postgres.to_workerinput()
 
 
+def _postgres_line(state: KitState) -> str:
+    pg = state.postgres
+    if pg is None:
+        return ""
+    if pg.error:
+        what = "fail" if state.require_postgres else "be skipped"
+        return f"compozy postgres: unavailable, postgres tests will {what}: {pg.error}"
+    return f"compozy postgres: {pg.source}, ready in {pg.seconds:.2f}s (server + migrated template)"
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash[STATE_KEY]
     lines = [f"compozy backends: {', '.join(state.backends) or 'none'}"]
-    pg = state.postgres
-    if pg is not None:
-        if pg.error:
-            what = "fail" if state.require_postgres else "skip"
-            lines.append(f"compozy postgres: unavailable, postgres tests will {what}: {pg.error}")
-        else:
-            lines.append(
-                f"compozy postgres: {pg.source}, ready in {pg.seconds:.2f}s "
-                "(server + migrated template)"
-            )
+    if state.postgres is not None and not hasattr(config, "workerinput"):
+        lines.append(_postgres_line(state))
+    elif "postgres" in state.backends:
+        lines.append("compozy postgres: started after collection, if a collected test needs it")
     return lines
 
 
@@ -176,12 +224,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if marker is not None and backend not in marker.args:
             reason = marker.kwargs.get("reason") or f"runs only on {', '.join(marker.args)}"
             marks.append(pytest.mark.skip(reason=f"{backend}: {reason}"))
-        elif backend == "postgres" and not state.require_postgres:
-            # A skip mark (not pytest.skip in a fixture) lets pytest fold every such skip
-            # into one summary line per file.
-            unavailable = postgres_unavailable(state)
-            if unavailable:
-                marks.append(pytest.mark.skip(reason=unavailable))
         params.append(pytest.param(backend, id=backend, marks=marks))
     if not params:
         params = [

@@ -64,6 +64,7 @@ class KitState:
     postgres_url: str | None
     postgres_source: str = "auto"
     postgres: PostgresRun | None = None
+    report_after_collection: bool = False
     server: Any = field(default=None, repr=False)  # PostgresServer, on the provisioning process
 
     def provision_postgres(self) -> None:

@@ -11,7 +11,7 @@ import bcrypt
 
 from compozy.auth import APIKey
 
-__all__ = ["fingerprint", "new_api_key", "verify_api_key"]
+__all__ = ["BCRYPT_ROUNDS", "TEST_BCRYPT_ROUNDS", "fingerprint", "new_api_key", "verify_api_key"]
 
 _ALPHABET = string.ascii_letters + string.digits
 _PREFIX_LENGTH = 12
@@ -28,14 +28,19 @@ def fingerprint(plaintext: str) -> bytes:
     return hashlib.sha256(plaintext.encode()).digest()
 
 
-def new_api_key(user_id: str) -> tuple[APIKey, str]:
+BCRYPT_ROUNDS = 12
+TEST_BCRYPT_ROUNDS = 4
+"""bcrypt's minimum work factor: for test data only, where each hash would otherwise cost ~0.3 s."""
+
+
+def new_api_key(user_id: str, *, bcrypt_rounds: int = BCRYPT_ROUNDS) -> tuple[APIKey, str]:
     """A new key for ``user_id`` and its plaintext, which is shown once and never stored."""
     prefix = _random_text(_PREFIX_LENGTH)
     plaintext = f"{_SCHEME}_{prefix}_{_random_text(_SECRET_LENGTH)}"
     key = APIKey(
         user_id=user_id,
         prefix=prefix,
-        hash=bcrypt.hashpw(plaintext.encode(), bcrypt.gensalt()),
+        hash=bcrypt.hashpw(plaintext.encode(), bcrypt.gensalt(bcrypt_rounds)),
         fingerprint=fingerprint(plaintext),
     )
     return key, plaintext

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from compozy.auth import APIKey, User
-from compozy.auth.keys import fingerprint, new_api_key, verify_api_key
+from compozy.auth.keys import TEST_BCRYPT_ROUNDS, fingerprint, new_api_key, verify_api_key
 from compozy.core import Role
 from compozy.errors import (
     AlreadyBootstrapped,
@@ -28,7 +28,7 @@ def _user(store: Store, email: str, **fields: object) -> User:
 
 
 def _key(store: Store, user: User, **fields: object) -> tuple[APIKey, str]:
-    key, plaintext = new_api_key(user.id)
+    key, plaintext = new_api_key(user.id, bcrypt_rounds=TEST_BCRYPT_ROUNDS)
     for name, value in fields.items():
         setattr(key, name, value)
     return store.auth.create_api_key(key), plaintext
@@ -159,6 +159,11 @@ class AuthRepositoryContract:
 
     # --- API keys -------------------------------------------------------------------------
 
+    def test_new_api_keys_hash_with_bcrypt_at_the_production_work_factor(self) -> None:
+        key, plaintext = new_api_key("someone")
+        assert key.hash.startswith(b"$2b$12$")
+        assert verify_api_key(plaintext, key)
+
     def test_create_api_key_stores_only_hash_and_fingerprint(self, compozy_store: Store) -> None:
         user = _user(compozy_store, "k@x.io")
         key, plaintext = _key(compozy_store, user)
@@ -174,7 +179,7 @@ class AuthRepositoryContract:
     def test_create_api_key_for_an_unknown_user_raises_constraint_violation(
         self, compozy_store: Store
     ) -> None:
-        key, _ = new_api_key("no-such-user")
+        key, _ = new_api_key("no-such-user", bcrypt_rounds=TEST_BCRYPT_ROUNDS)
         with pytest.raises(ConstraintViolation, match="no-such-user"):
             compozy_store.auth.create_api_key(key)
 
@@ -184,7 +189,7 @@ class AuthRepositoryContract:
     ) -> None:
         user = _user(compozy_store, "dup@x.io")
         first, _ = _key(compozy_store, user)
-        second, _ = new_api_key(user.id)
+        second, _ = new_api_key(user.id, bcrypt_rounds=TEST_BCRYPT_ROUNDS)
         setattr(second, field, getattr(first, field))
         with pytest.raises(DuplicateKey, match="exists"):
             compozy_store.auth.create_api_key(second)

@@ -229,3 +229,13 @@ def test_the_plugin_module_imports_nothing_optional_at_load_time() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.stdout.strip() == "loaded", result.stderr
+
+
+def test_a_run_that_collects_no_postgres_test_starts_no_postgres(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("def test_plain():\n    pass\n\ndef test_x(compozy_store):\n    pass\n")
+    result = pytester.runpytest_subprocess("-v", "--compozy-backend", "all", "-k", "plain")
+    result.assert_outcomes(passed=1)
+    assert not [line for line in result.stdout.lines if "ready in" in line]
+    result.stdout.fnmatch_lines(["compozy postgres: started after collection, if *"])
