@@ -24,6 +24,7 @@ from compozy_testkit.session import (
 )
 
 STATE_KEY = pytest.StashKey[KitState]()
+_NO_POSTGRES = "no PostgreSQL: "
 MARKER = "compozy_backends"
 
 
@@ -165,6 +166,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # summary line per file; when PostgreSQL is required, compozy_backend fails instead.
         for item in wanted:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    # Every "no PostgreSQL" skip is reported at one place, so pytest folds them all into one
+    # summary line (it keeps parametrised tests' lines apart otherwise).
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and _NO_POSTGRES in str(longrepr[2]):
+        report.longrepr = (__file__, None, longrepr[2])
+    return report
 
 
 @pytest.hookimpl(trylast=True)

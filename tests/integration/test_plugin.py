@@ -131,12 +131,16 @@ def test_without_any_postgres_the_postgres_tests_skip_with_one_line(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _environment_without_postgres(monkeypatch)
-    pytester.makepyfile("".join(f"def test_{i}(compozy_store):\n    pass\n" for i in range(3)))
+    pytester.makepyfile(
+        test_one="".join(f"def test_{i}(compozy_store):\n    pass\n" for i in range(3)),
+        test_two="import pytest\n\n@pytest.mark.parametrize('n', [1, 2])\n"
+        "def test_p(compozy_store, n):\n    pass\n",
+    )
     result = pytester.runpytest_subprocess("-rs", "--compozy-backend", "postgres")
-    result.assert_outcomes(skipped=3)
+    result.assert_outcomes(skipped=5)
     skip_lines = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
     assert len(skip_lines) == 1, skip_lines
-    assert "[3]" in skip_lines[0]
+    assert "[5]" in skip_lines[0]
     assert "no PostgreSQL" in skip_lines[0]
     assert "initdb and pg_ctl not on PATH" in skip_lines[0]
 
