@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -138,23 +140,13 @@ class TransactionContract:
     ) -> None:
         impatient = compozy_database.open(busy_timeout=0.2)
         holder = compozy_database.open() if compozy_database.shareable else impatient
-        holding, release = threading.Event(), threading.Event()
-
-        def hold_the_write_lock() -> None:
-            with holder.transaction():
-                workflow(holder, workflow_exec_id="holder")
-                holding.set()
-                release.wait(10)
-
-        thread = threading.Thread(target=hold_the_write_lock)
-        thread.start()
-        try:
-            holding.wait(10)
-            with pytest.raises(StoreUnavailable, match="busy"):
-                workflow(impatient, workflow_exec_id="impatient")
-        finally:
-            release.set()
-            thread.join()
+        with (
+            _transaction_held_by_another_thread(
+                holder, lambda: workflow(holder, workflow_exec_id="holder")
+            ),
+            pytest.raises(StoreUnavailable, match="busy"),
+        ):
+            workflow(impatient, workflow_exec_id="impatient")
         assert [s.workflow_exec_id for s in impatient.workflows.list_states()] == ["holder"]
 
     @pytest.mark.compozy_backends("sqlite-file", "postgres", reason="needs a connection pool")
@@ -164,22 +156,11 @@ class TransactionContract:
         store = compozy_database.open(
             pool_size=1, max_overflow=0, busy_timeout=0.2, connect_timeout=1
         )
-        holding, release = threading.Event(), threading.Event()
-
-        def hold_the_only_connection() -> None:
-            with store.transaction():
-                holding.set()
-                release.wait(10)
-
-        thread = threading.Thread(target=hold_the_only_connection)
-        thread.start()
-        try:
-            holding.wait(10)
-            with pytest.raises(StoreUnavailable, match="pool_size"):
-                store.workflows.list_states()
-        finally:
-            release.set()
-            thread.join()
+        with (
+            _transaction_held_by_another_thread(store),
+            pytest.raises(StoreUnavailable, match="pool_size"),
+        ):
+            store.workflows.list_states()
         assert store.workflows.list_states() == []
 
     def test_an_unreachable_database_is_store_unavailable_and_an_unhealthy_store(
@@ -222,6 +203,29 @@ class TransactionContract:
         assert health.driver == compozy_store.driver
         assert health.revision == health.head
         assert "password" not in health.location
+
+
+@contextmanager
+def _transaction_held_by_another_thread(
+    store: Store, work: Callable[[], object] = lambda: None
+) -> Iterator[None]:
+    """While the block runs, another thread sits in ``store.transaction()`` after ``work``."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction():
+            work()
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        holding.wait(10)
+        yield
+    finally:
+        release.set()
+        thread.join()
 
 
 def _state(exec_id: str) -> WorkflowState:
