@@ -149,6 +149,9 @@ class UsageEntry:
             raise ValidationError(
                 f"usage entry has unknown keys {unknown}; allowed: {sorted(known)}"
             )
+        missing = sorted({"provider", "model"} - set(data))
+        if missing:
+            raise ValidationError(f"usage entry has no {' or '.join(missing)}; both are required")
         values = dict(data)
         for name in ("captured_at", "updated_at"):
             values[name] = _parse_time(values.get(name), name)

@@ -7,7 +7,9 @@ from compozy.config.models import (
     DatabaseConfig,
     Duration,
     KnowledgeConfig,
+    ServerConfig,
     VectorDBConfig,
+    WorkerConfig,
 )
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "DatabaseConfig",
     "Duration",
     "KnowledgeConfig",
+    "ServerConfig",
     "VectorDBConfig",
+    "WorkerConfig",
     "load_config",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -79,6 +80,7 @@ def load_config(
         file_layer = _read_yaml(file_path)
         # A relative path in a file means "next to this file", wherever compozy runs from.
         _resolve_sqlite_path(file_layer, file_path.parent)
+        _resolve_workflow_paths(file_layer, file_path.parent)
         _merge(merged, sources, file_layer, lambda _loc: str(file_path))
 
     env_layer, env_names = _env_layer(os.environ if env is None else env)
@@ -93,6 +95,7 @@ def load_config(
             )
         _canonical_keys(override_layer)
         _resolve_sqlite_path(override_layer, base_dir)
+        _resolve_workflow_paths(override_layer, base_dir)
         _merge(merged, sources, override_layer, lambda _loc: OVERRIDES_SOURCE)
 
     return Config.from_settings(merged, sources)
@@ -186,6 +189,28 @@ def _resolve_sqlite_path(layer: dict[str, Any], base_dir: Path) -> None:
     if not isinstance(raw, str) or not raw.strip() or raw == ":memory:":
         return
     section["path"] = os.path.abspath(os.path.join(base_dir, os.path.expanduser(raw)))
+
+
+def _resolve_workflow_paths(layer: dict[str, Any], base_dir: Path) -> None:
+    """Make relative workflow files and globs absolute, relative to `base_dir`."""
+    raw = layer.get("workflows")
+    entries = [raw] if isinstance(raw, str) else raw
+    if not isinstance(entries, list):
+        return  # the model reports the wrong type
+    resolved: list[Any] = []
+    for entry in entries:
+        if not isinstance(entry, str) or not entry.strip():
+            resolved.append(entry)
+            continue
+        path = os.path.expanduser(entry)
+        if not os.path.isabs(path):
+            # Escape the folder so that glob characters in its name match literally.
+            folder = str(base_dir)
+            if any(char in path for char in "*?["):
+                folder = glob.escape(folder)
+            path = os.path.join(folder, path)
+        resolved.append(os.path.normpath(path))
+    layer["workflows"] = resolved
 
 
 def _merge(

@@ -39,9 +39,11 @@ __all__ = [
     "Driver",
     "Duration",
     "KnowledgeConfig",
+    "ServerConfig",
     "SslMode",
     "VectorDBConfig",
     "VectorDBProvider",
+    "WorkerConfig",
     "parse_duration",
 ]
 
@@ -283,6 +285,35 @@ class KnowledgeConfig(ConfigSection):
     vector_dbs: list[VectorDBConfig] = Field(default_factory=list)
 
 
+class WorkerConfig(ConfigSection):
+    """How the workflow engine runs executions."""
+
+    section: ClassVar[str] = "worker"
+
+    max_concurrent_workflows: int = Field(default=4, ge=1)
+
+
+class ServerConfig(ConfigSection):
+    """Where `compozy start` serves the HTTP API."""
+
+    section: ClassVar[str] = "server"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=5001, ge=1, le=65535)
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError(VALUE_ERROR, "should not be empty")
+        return value.strip()
+
+
+def _one_or_many(value: object) -> object:
+    """`workflows: workflows/*.yaml` means a list of that one pattern."""
+    return [value] if isinstance(value, str) else value
+
+
 class Config(ConfigSection):
     """The whole compozy configuration; each section is one field."""
 
@@ -291,6 +322,21 @@ class Config(ConfigSection):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     environment: str = "development"
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    # Workflow definition files or globs; the loader makes relative ones absolute.
+    workflows: Annotated[list[str], BeforeValidator(_one_or_many)] = Field(default_factory=list)
+
+    @field_validator("workflows")
+    @classmethod
+    def _no_blank_workflow_paths(cls, value: list[str]) -> list[str]:
+        for index, entry in enumerate(value):
+            if not entry.strip():
+                raise _sentence_error(
+                    f"workflows[{index}] is empty; give the path or glob of workflow YAML files, "
+                    "such as workflows/*.yaml."
+                )
+        return value
 
     @model_validator(mode="after")
     def _check_vector_dbs(self) -> Self:

@@ -45,9 +45,19 @@ def check_text(value: Any, field: str, *, allow_empty: bool = False) -> str:
         raise ValidationError(f"{field} must be a string, got {type(value).__name__}")
     if not allow_empty and not value:
         raise ValidationError(f"{field} is empty: give it a value")
-    if "\x00" in value:
-        raise ValidationError(f"{field} contains the character U+0000, which cannot be stored")
+    _check_storable(value, field)
     return value
+
+
+def _check_storable(text: str, field: str) -> None:
+    if "\x00" in text:
+        raise ValidationError(f"{field} contains the character U+0000, which cannot be stored")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            f"{field} contains a lone surrogate (not valid Unicode), which cannot be stored"
+        ) from None
 
 
 def check_optional_text(value: Any, field: str) -> str | None:
@@ -110,8 +120,7 @@ def _walk_json(value: Any, path: str) -> None:
             raise ValidationError(f"{path} is {value!r}; JSON cannot store NaN or infinite numbers")
         return
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ValidationError(f"{path} contains the character U+0000, which cannot be stored")
+        _check_storable(value, path)
         return
     if type(value) is list:
         for index, item in enumerate(value):
@@ -123,8 +132,7 @@ def _walk_json(value: Any, path: str) -> None:
                 raise ValidationError(
                     f"{path} has the key {key!r}; JSON object keys must be strings"
                 )
-            if "\x00" in key:
-                raise ValidationError(f"{path} has a key containing U+0000, which cannot be stored")
+            _check_storable(key, f"{path} key")
             _walk_json(item, f"{path}.{key}")
         return
     raise ValidationError(

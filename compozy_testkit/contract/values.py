@@ -29,6 +29,8 @@ UNSTORABLE_JSON: list[Any] = [
     -float("inf"),
     "nul\x00byte",
     {"key\x00": 1},
+    "lone \ud800 surrogate",
+    {"\udfff": 1},
     {1: "int key"},
     (1, 2),
     {1, 2},
@@ -154,9 +156,14 @@ class ValueContract:
             task(compozy_store, wf, output={"nested": [bad]})
         assert compozy_store.tasks.list_states() == []
 
-    def test_text_fields_with_u0000_are_refused(self, compozy_store: Store) -> None:
+    @pytest.mark.parametrize("bad", ["bad\x00id", "bad\ud800id"])
+    def test_text_fields_that_cannot_be_stored_are_refused(
+        self, compozy_store: Store, bad: str
+    ) -> None:
         with pytest.raises(ValidationError, match="workflow_id"):
-            workflow(compozy_store, workflow_id="bad\x00id")
+            workflow(compozy_store, workflow_id=bad)
+        with pytest.raises(ValidationError, match="task_exec_id"):
+            compozy_store.tasks.get_state(bad)
 
     # --- usage ----------------------------------------------------------------------------
 

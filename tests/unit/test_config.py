@@ -613,3 +613,93 @@ def test_errors_from_direct_construction_are_not_pydantic_errors() -> None:
     assert "database.pool_size" in str(info.value)
     assert info.value.__cause__ is None
     assert info.value.__suppress_context__ is True
+
+
+# --- worker, server and workflows --------------------------------------------------------------
+
+
+def test_worker_server_and_workflows_defaults(tmp_path: Path) -> None:
+    config = load_config(env=SQLITE_ENV, cwd=tmp_path)
+
+    assert config.worker.max_concurrent_workflows == 4
+    assert config.server.host == "127.0.0.1"
+    assert config.server.port == 5001
+    assert config.workflows == []
+
+
+def test_worker_and_server_from_yaml_and_overrides(tmp_path: Path) -> None:
+    write_yaml(tmp_path, "worker:\n  max_concurrent_workflows: 12\nserver:\n  port: 8080\n")
+
+    config = load_config(
+        env=SQLITE_ENV, overrides={"server": {"host": "0.0.0.0", "port": None}}, cwd=tmp_path
+    )
+
+    assert config.worker.max_concurrent_workflows == 12
+    assert config.server.port == 8080  # the None override is ignored
+    assert config.server.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("text", "setting"),
+    [
+        ("worker:\n  max_concurrent_workflows: 0\n", "worker.max_concurrent_workflows"),
+        ("worker:\n  max_concurrent_workflows: many\n", "worker.max_concurrent_workflows"),
+        ("server:\n  port: 0\n", "server.port"),
+        ("server:\n  port: 65536\n", "server.port"),
+        ("server:\n  host: '  '\n", "server.host"),
+        ("worker:\n  threads: 3\n", "worker.threads"),
+        ("workflows: ['']\n", "workflows[0]"),
+    ],
+)
+def test_invalid_worker_server_or_workflows_setting_is_named(
+    tmp_path: Path, text: str, setting: str
+) -> None:
+    write_yaml(tmp_path, text)
+
+    message = config_error(env=SQLITE_ENV, cwd=tmp_path)
+
+    assert setting in message
+
+
+def test_relative_workflow_paths_in_yaml_are_relative_to_the_yaml_file(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    config_file = write_yaml(
+        project, "workflows:\n  - workflows/*.yaml\n  - ../shared/one.yaml\n  - /abs/two.yaml\n"
+    )
+
+    config = load_config(config_file, env=SQLITE_ENV, cwd=tmp_path / "elsewhere")
+
+    assert config.workflows == [
+        str(project / "workflows" / "*.yaml"),
+        str(tmp_path / "shared" / "one.yaml"),
+        "/abs/two.yaml",
+    ]
+
+
+def test_relative_workflow_paths_from_overrides_are_relative_to_cwd(tmp_path: Path) -> None:
+    config = load_config(env=SQLITE_ENV, overrides={"workflows": ["w/*.yml"]}, cwd=tmp_path)
+
+    assert config.workflows == [str(tmp_path / "w" / "*.yml")]
+
+
+def test_a_single_workflow_pattern_may_be_given_as_text(tmp_path: Path) -> None:
+    write_yaml(tmp_path, "workflows: workflows/*.yaml\n")
+
+    config = load_config(env=SQLITE_ENV, cwd=tmp_path)
+
+    assert config.workflows == [str(tmp_path / "workflows" / "*.yaml")]
+
+
+def test_glob_characters_in_the_config_folder_match_literally(tmp_path: Path) -> None:
+    project = tmp_path / "odd[1]"
+    project.mkdir()
+    (project / "workflows").mkdir()
+    (project / "workflows" / "a.yaml").write_text("id: a\n", encoding="utf-8")
+    config_file = write_yaml(project, "workflows: [workflows/*.yaml]\n")
+
+    config = load_config(config_file, env=SQLITE_ENV, cwd=tmp_path)
+
+    import glob
+
+    assert glob.glob(config.workflows[0]) == [str(project / "workflows" / "a.yaml")]

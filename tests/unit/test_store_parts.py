@@ -113,3 +113,11 @@ def test_build_url_refuses_malformed_connection_strings(conn_string: str, messag
 def test_first_line_of_an_empty_error_is_its_type_name() -> None:
     assert first_line(KeyError()) == "KeyError"
     assert first_line(None) == "NoneType"
+
+
+def test_a_usage_entry_without_provider_or_model_is_a_validation_error() -> None:
+    from compozy.errors import ValidationError
+    from compozy.usage import UsageEntry
+
+    with pytest.raises(ValidationError, match="model"):
+        UsageEntry.from_json({"provider": "p"})

@@ -1,0 +1,362 @@
+"""Runs one workflow execution: every task state change goes through the repositories.
+
+A task is stored PENDING, then RUNNING, then SUCCESS (with its output) or FAILED (with a
+``{"message", "code"}`` error). Children carry their parent's ``task_exec_id``. Sequential
+containers (the workflow itself, composite) store a child only when it starts, so the tasks
+after a failure never appear; fan-out containers (parallel, collection) store all their
+children PENDING first, so progress counts are right from the start, and mark the children
+that a ``fail_fast`` failure kept from starting CANCELED.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from compozy.core import Component, Status
+from compozy.core.values import check_json_object
+from compozy.engine.definitions import TaskDefinition, WorkflowDefinition, route_key
+from compozy.engine.templates import TemplateFailure, Templates
+from compozy.engine.tools import resolve_tool, tool_outcome
+from compozy.errors import ValidationError
+from compozy.task import TaskFilter, TaskState
+from compozy.usage import UsageSummary
+from compozy.workflow import OutputTransformer, WorkflowState
+
+if TYPE_CHECKING:
+    from compozy.store import Store
+
+__all__ = ["ERROR_CODES", "TaskCallback", "WorkflowRun", "fail_execution"]
+
+TaskCallback = Callable[[TaskState], None]
+
+ERROR_CODES = (
+    "TOOL_FAILED",
+    "TEMPLATE_FAILED",
+    "CHILD_FAILED",
+    "NO_ROUTE",
+    "CANCELED",
+    "TASK_FAILED",
+    "INTERRUPTED",
+    "ENGINE_ERROR",
+)
+"""Every ``error.code`` the engine writes (besides the store's OUTPUT_TRANSFORMATION_FAILED)."""
+
+_UNSET: Any = object()
+
+
+class TaskFailure(Exception):
+    """Ends the current task FAILED with this error code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def error(self) -> dict[str, Any]:
+        """The error object stored on the task."""
+        return {"message": self.message, "code": self.code}
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """Template names that depend on where a task runs (``item``/``index`` in a collection)."""
+
+    item: Any = _UNSET
+    index: int | None = None
+
+
+@dataclass
+class _Outcome:
+    output: dict[str, Any]
+    usage: UsageSummary | None = None
+
+
+class WorkflowRun:
+    """One execution of a definition; ``execute()`` runs it to a terminal state."""
+
+    def __init__(
+        self,
+        store: Store,
+        definition: WorkflowDefinition,
+        state: WorkflowState,
+        templates: Templates,
+        *,
+        max_parallel_tasks: int,
+        on_task: TaskCallback | None = None,
+        on_callback_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._definition = definition
+        self._exec_id = state.workflow_exec_id
+        self._input = dict(state.input or {})
+        self._templates = templates
+        self._max_parallel = max_parallel_tasks
+        self._on_task = on_task
+        self._on_callback_error = on_callback_error
+        self._finished: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()  # guards _finished and serialises on_task calls
+
+    # --- the workflow ----------------------------------------------------------------------
+
+    def execute(self) -> WorkflowState:
+        """Run the tasks in order, stop at the first failure, and complete the workflow."""
+        self._store.workflows.update_status(self._exec_id, Status.RUNNING)
+        for task in self._definition.tasks:
+            state = self._run_task(task, None, _Scope())
+            if state.status is not Status.SUCCESS:
+                return self._complete_failed(state)
+        transformer = None if self._definition.outputs is None else self._outputs_transformer()
+        return self._store.workflows.complete_workflow(self._exec_id, transformer)
+
+    def _complete_failed(self, failed: TaskState) -> WorkflowState:
+        # Say which task stopped the workflow; complete_workflow keeps an existing error.
+        # Nothing else writes this execution now, so re-writing the loaded state loses no usage.
+        message = (failed.error or {}).get("message", "")
+        state = self._store.workflows.get_state(self._exec_id)
+        state.error = {
+            "message": f"task {failed.task_id!r} failed: {message}",
+            "code": "TASK_FAILED",
+            "task_id": failed.task_id,
+            "task_exec_id": failed.task_exec_id,
+        }
+        self._store.workflows.upsert_state(state)
+        # No transformer: the output templates would read outputs that do not exist.
+        return self._store.workflows.complete_workflow(self._exec_id)
+
+    def _outputs_transformer(self) -> OutputTransformer:
+        outputs = self._definition.outputs
+
+        def transform(_state: WorkflowState) -> dict[str, Any] | None:
+            rendered = self._templates.render_value(outputs, self._context(_Scope()))
+            return rendered if isinstance(rendered, dict) else None
+
+        return transform
+
+    # --- one task --------------------------------------------------------------------------
+
+    def _new_state(self, task: TaskDefinition, parent: TaskState | None) -> TaskState:
+        return TaskState(
+            task_id=task.id,
+            workflow_id=self._definition.id,
+            workflow_exec_id=self._exec_id,
+            parent_state_id=None if parent is None else parent.task_exec_id,
+            component=Component.TOOL if task.type == "basic" else Component.TASK,
+            status=Status.PENDING,
+            execution_type=task.execution_type,
+            tool_id=task.tool if task.type == "basic" else None,
+        )
+
+    def _run_task(
+        self,
+        task: TaskDefinition,
+        parent: TaskState | None,
+        scope: _Scope,
+        state: TaskState | None = None,
+    ) -> TaskState:
+        """Run ``task`` (already stored PENDING when ``state`` is given) and return its end."""
+        if state is None:
+            state = self._new_state(task, parent)
+            self._save(state)
+        state.status = Status.RUNNING
+        self._save(state)
+        try:
+            outcome = self._handle(task, state, scope)
+        except TaskFailure as failure:
+            state.status = Status.FAILED
+            state.output = None
+            state.error = failure.error()
+            self._save(state)
+        else:
+            state.status = Status.SUCCESS
+            state.output = outcome.output
+            self._finish(state, outcome.usage)
+        with self._lock:
+            self._finished[task.id] = {
+                "output": state.output,
+                "status": state.status.value,
+                "error": state.error,
+            }
+        return state
+
+    def _handle(self, task: TaskDefinition, state: TaskState, scope: _Scope) -> _Outcome:
+        if task.type == "basic":
+            return self._basic(task, state, scope)
+        if task.type == "composite":
+            return self._composite(task, state, scope)
+        if task.type == "parallel":
+            children = [(child, scope) for child in task.tasks]
+            return self._fan_out(task, state, children, parallel=True)
+        if task.type == "collection":
+            return self._collection(task, state, scope)
+        return self._router(task, state, scope)
+
+    def _basic(self, task: TaskDefinition, state: TaskState, scope: _Scope) -> _Outcome:
+        assert task.tool is not None
+        arguments = self._render(task.with_args, scope, f"the arguments of task {task.id!r}")
+        try:
+            state.input = check_json_object(arguments, f"arguments of task {task.id!r}")
+        except ValidationError as exc:
+            raise TaskFailure("TEMPLATE_FAILED", str(exc)) from None
+        try:
+            # Resolved again here, not kept from load: definitions stay plain data.
+            result = resolve_tool(task.tool)(**arguments)
+            output, usage = tool_outcome(task.tool, result)
+        except Exception as exc:  # whatever a tool raises fails only its task
+            raise TaskFailure("TOOL_FAILED", str(exc) or type(exc).__name__) from exc
+        return _Outcome(output, usage)
+
+    def _composite(self, task: TaskDefinition, state: TaskState, scope: _Scope) -> _Outcome:
+        last: TaskState | None = None
+        for child in task.tasks:
+            last = self._run_task(child, state, scope)
+            if last.status is not Status.SUCCESS:
+                raise _child_failure([last])
+        assert last is not None  # load refuses a composite without tasks
+        return _Outcome(dict(last.output or {}))
+
+    def _collection(self, task: TaskDefinition, state: TaskState, scope: _Scope) -> _Outcome:
+        items = self._render(task.items, scope, f"the items of task {task.id!r}")
+        if not isinstance(items, list):
+            raise TaskFailure(
+                "TEMPLATE_FAILED",
+                f"the items of collection task {task.id!r} rendered to a "
+                f"{type(items).__name__}, not a list",
+            )
+        assert task.task is not None
+        children = [(task.task, _Scope(item, index)) for index, item in enumerate(items)]
+        return self._fan_out(task, state, children, parallel=task.mode == "parallel")
+
+    def _router(self, task: TaskDefinition, state: TaskState, scope: _Scope) -> _Outcome:
+        assert task.condition is not None
+        key = route_key(self._render(task.condition, scope, f"the condition of {task.id!r}"))
+        chosen = task.routes.get(key)
+        if chosen is None:
+            raise TaskFailure(
+                "NO_ROUTE",
+                f"router task {task.id!r}: the condition gave {key!r}, which is not a route; "
+                f"routes: {', '.join(task.routes)}",
+            )
+        child = self._run_task(chosen, state, scope)
+        if child.status is not Status.SUCCESS:
+            raise _child_failure([child])
+        return _Outcome({"route": key, "output": child.output})
+
+    def _fan_out(
+        self,
+        task: TaskDefinition,
+        state: TaskState,
+        children: list[tuple[TaskDefinition, _Scope]],
+        *,
+        parallel: bool,
+    ) -> _Outcome:
+        pending = [self._new_state(child, state) for child, _ in children]
+        for child_state in pending:
+            self._save(child_state)
+        stop = threading.Event()
+
+        def run_one(index: int) -> TaskState:
+            child_state = pending[index]
+            if stop.is_set():
+                child_state.status = Status.CANCELED
+                child_state.error = {
+                    "message": f"not started: a sibling under {task.id!r} failed (fail_fast)",
+                    "code": "CANCELED",
+                }
+                self._save(child_state)
+                return child_state
+            child, scope = children[index]
+            done = self._run_task(child, state, scope, child_state)
+            if done.status is not Status.SUCCESS and task.strategy == "fail_fast":
+                stop.set()
+            return done
+
+        results: list[TaskState] = []
+        if pending:
+            # A pool per container, not one shared pool: a container waiting for its children
+            # would otherwise hold a worker that nested containers need, and could deadlock.
+            workers = min(len(pending), self._max_parallel) if parallel else 1
+            with ThreadPoolExecutor(workers, thread_name_prefix=f"compozy-{task.id}") as pool:
+                results = list(pool.map(run_one, range(len(pending))))
+        failed = [r for r in results if r.status is not Status.SUCCESS]
+        if failed:
+            raise _child_failure(failed)
+        return _Outcome({"results": [r.output for r in results]})
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _context(self, scope: _Scope) -> dict[str, Any]:
+        with self._lock:
+            finished = dict(self._finished)
+        context: dict[str, Any] = {
+            "input": self._input,
+            "tasks": finished,
+            "workflow": {"id": self._definition.id, "exec_id": self._exec_id},
+        }
+        if scope.item is not _UNSET:
+            context["item"] = scope.item
+            context["index"] = scope.index
+        return context
+
+    def _render(self, value: Any, scope: _Scope, what: str) -> Any:
+        try:
+            return self._templates.render_value(value, self._context(scope))
+        except TemplateFailure as exc:
+            raise TaskFailure("TEMPLATE_FAILED", f"{what}: {exc}") from None
+
+    def _save(self, state: TaskState) -> None:
+        self._notify(self._store.tasks.upsert_state(state))
+
+    def _finish(self, state: TaskState, usage: UsageSummary | None) -> None:
+        """Store the final state and merge its usage in one transaction."""
+        if usage is None:
+            self._save(state)
+            return
+        with self._store.transaction() as tx:
+            # Set on the state before the upsert, which writes every column, usage included.
+            state.usage = tx.tasks.merge_usage(state.task_exec_id, usage)
+            tx.workflows.merge_usage(self._exec_id, usage)
+            stored = tx.tasks.upsert_state(state)
+        self._notify(stored)
+
+    def _notify(self, stored: TaskState) -> None:
+        if self._on_task is None:
+            return
+        with self._lock:
+            try:
+                self._on_task(stored)
+            except Exception as exc:  # noqa: BLE001 - a progress display never fails a run
+                if self._on_callback_error is not None:
+                    self._on_callback_error(exc)
+
+
+def _child_failure(failed: list[TaskState]) -> TaskFailure:
+    first = next((s for s in failed if s.status is Status.FAILED), failed[0])
+    message = (first.error or {}).get("message", first.status.value)
+    others = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    return TaskFailure("CHILD_FAILED", f"child task {first.task_id!r} failed{others}: {message}")
+
+
+def fail_execution(store: Store, workflow_exec_id: str, code: str, message: str) -> bool:
+    """Mark a non-terminal execution and its non-terminal tasks FAILED with this error code.
+
+    Returns False (and changes nothing) when the execution is already terminal. One
+    transaction, so a reader never sees the workflow FAILED with tasks still RUNNING.
+    """
+    error = {"message": message, "code": code}
+    with store.transaction() as tx:
+        state: WorkflowState = tx.workflows.get_state(workflow_exec_id)
+        if state.status.is_terminal:
+            return False
+        for task in tx.tasks.list_states(TaskFilter(workflow_exec_id=workflow_exec_id)):
+            if not task.status.is_terminal:
+                task.status = Status.FAILED
+                task.error = dict(error)
+                tx.tasks.upsert_state(task)
+        state.status = Status.FAILED
+        state.error = dict(error)
+        tx.workflows.upsert_state(state)
+    return True
