@@ -1,0 +1,91 @@
+"""Admin routes: users and their API keys."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+
+from compozy.api.deps import ApiContext, AuthDependencies, IdPath, error_responses
+from compozy.api.models import (
+    APIKeyOut,
+    CreatedAPIKey,
+    CreateUserRequest,
+    UserOut,
+)
+from compozy.api.serialize import api_key_out, created_api_key_out, user_out
+from compozy.auth import User
+from compozy.auth.keys import new_api_key
+
+__all__ = ["admin_router"]
+
+
+def admin_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
+    """The routes under ``/api/v0`` that manage users and keys (admin keys only)."""
+    router = APIRouter(prefix="/api/v0", tags=["admin"], dependencies=[Depends(auth.admin)])
+
+    @router.post(
+        "/users",
+        status_code=201,
+        summary="Create a user",
+        responses=error_responses(400, 401, 403, 409, 422, 503),
+    )
+    def create_user(body: CreateUserRequest) -> UserOut:
+        """A new user; 409 when the email is taken (compared case-insensitively)."""
+        return user_out(ctx.store.auth.create_user(User(email=body.email, role=body.role)))
+
+    @router.get(
+        "/users",
+        summary="List users, newest first",
+        responses=error_responses(401, 403, 503),
+    )
+    def list_users() -> list[UserOut]:
+        """Every user, ordered by created_at, then id, descending."""
+        return [user_out(user) for user in ctx.store.auth.list_users()]
+
+    @router.delete(
+        "/users/{user_id}",
+        status_code=204,
+        response_class=Response,
+        summary="Delete a user and their API keys",
+        responses=error_responses(401, 403, 404, 422, 503),
+    )
+    def delete_user(user_id: IdPath) -> None:
+        """Delete the user; their keys go with them and stop working at once."""
+        ctx.store.auth.delete_user(user_id)
+
+    @router.post(
+        "/users/{user_id}/api-keys",
+        status_code=201,
+        summary="Create an API key for a user",
+        responses=error_responses(401, 403, 404, 409, 422, 503),
+    )
+    def create_api_key(user_id: IdPath, response: Response) -> CreatedAPIKey:
+        """A new key; its plaintext is in this response and nowhere else, ever."""
+        ctx.store.auth.get_user_by_id(user_id)  # UserNotFound (404) before paying for bcrypt
+        key, plaintext = new_api_key(user_id, bcrypt_rounds=ctx.bcrypt_rounds)
+        stored = ctx.store.auth.create_api_key(key)
+        # The body holds a secret: no cache on the way may keep a copy.
+        response.headers["Cache-Control"] = "no-store"
+        return created_api_key_out(stored, plaintext)
+
+    @router.get(
+        "/users/{user_id}/api-keys",
+        summary="List a user's API keys, newest first",
+        responses=error_responses(401, 403, 404, 422, 503),
+    )
+    def list_api_keys(user_id: IdPath) -> list[APIKeyOut]:
+        """The user's keys (metadata only), ordered by created_at, then id, descending."""
+        ctx.store.auth.get_user_by_id(user_id)  # 404 for an unknown user, not an empty list
+        return [api_key_out(key) for key in ctx.store.auth.list_api_keys_by_user_id(user_id)]
+
+    @router.delete(
+        "/api-keys/{key_id}",
+        status_code=204,
+        response_class=Response,
+        summary="Delete an API key",
+        responses=error_responses(401, 403, 404, 422, 503),
+    )
+    def delete_api_key(key_id: IdPath) -> None:
+        """Delete the key; requests with it are refused from the next one on."""
+        ctx.store.auth.delete_api_key(key_id)
+
+    return router

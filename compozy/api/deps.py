@@ -1,0 +1,105 @@
+"""What the routes share: the app's context, the engine protocol, auth dependencies, id params."""
+
+# No `from __future__ import annotations` here: FastAPI reads dependency annotations at route
+# registration, and `require_admin`'s names `require_user`, a local that a string annotation
+# could not be resolved against.
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from compozy.api.auth import Authenticator, Principal
+from compozy.api.errors import ApiError
+from compozy.api.models import ID_PATTERN, STORABLE, ErrorResponse
+from compozy.core.values import MAX_ID_LENGTH
+from compozy.store import Store, StoreHealth
+
+__all__ = [
+    "ApiContext",
+    "AuthDependencies",
+    "ExecutionStarter",
+    "IdPath",
+    "auth_dependencies",
+    "error_responses",
+]
+
+
+class ExecutionStarter(Protocol):
+    """What the API needs of a workflow engine (``compozy.engine.Engine`` satisfies it)."""
+
+    def start(self, workflow_id: str, input: dict[str, Any] | None, /) -> str:
+        """Start an execution in the background and return its workflow_exec_id.
+
+        Raises a ``NotFoundError`` for an unknown workflow and ``ValidationError`` for input
+        its schema refuses, both before anything is stored.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """Everything the routes of one app use; nothing is global, so apps never share state."""
+
+    store: Store
+    engine: ExecutionStarter | None
+    authenticator: Authenticator
+    health: Callable[[], StoreHealth]
+    bcrypt_rounds: int
+
+
+IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN), STORABLE]
+"""An id in a path: 1 to 255 characters that both databases can store; anything else is 422."""
+
+_DESCRIPTIONS = {
+    400: "The body could not be read as JSON (for instance, it is not UTF-8)",
+    401: "No API key, a malformed Authorization header, or an unknown or deleted key",
+    403: "The key's user is not an admin",
+    404: "No such entity (or no such route)",
+    409: "The request conflicts with what is stored",
+    422: "The request's parameters or body are invalid",
+    503: "The database (or the workflow engine) is unavailable",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error statuses, all with the error body."""
+    return {s: {"model": ErrorResponse, "description": _DESCRIPTIONS[s]} for s in statuses}
+
+
+@dataclass(frozen=True)
+class AuthDependencies:
+    """FastAPI dependencies: any valid key (``user``) or an admin's key (``admin``)."""
+
+    user: Callable[..., Principal]
+    admin: Callable[..., Principal]
+
+
+def auth_dependencies(ctx: ApiContext) -> AuthDependencies:
+    """Build the auth dependencies of one app."""
+    # Declared so that OpenAPI documents the bearer scheme on every route that needs it; the
+    # header is parsed by the Authenticator so that every refusal has the same 401 body.
+    bearer = HTTPBearer(
+        auto_error=False,
+        scheme_name="APIKey",
+        description="An API key made by an admin (POST /api/v0/users/{user_id}/api-keys)",
+    )
+
+    def require_user(
+        request: Request,
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> Principal:
+        return ctx.authenticator.authenticate(request.headers.get("authorization"))
+
+    def require_admin(principal: Annotated[Principal, Depends(require_user)]) -> Principal:
+        if not principal.is_admin:
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"user {principal.user.id} is not an admin; ask an admin to do this",
+            )
+        return principal
+
+    return AuthDependencies(user=require_user, admin=require_admin)

@@ -1,0 +1,104 @@
+"""Execution routes: start a workflow, list and read workflow and task executions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query
+
+from compozy.api.deps import ApiContext, AuthDependencies, IdPath, error_responses
+from compozy.api.errors import ApiError
+from compozy.api.models import (
+    ExecutionStarted,
+    Progress,
+    StartExecutionRequest,
+    TaskExecution,
+    WorkflowExecutionDetail,
+    WorkflowExecutionSummary,
+    WorkflowListQuery,
+)
+from compozy.api.serialize import (
+    progress_out,
+    task_out,
+    workflow_detail_out,
+    workflow_summary_out,
+)
+from compozy.core import Status
+from compozy.task import TaskFilter
+from compozy.workflow import WorkflowFilter
+
+__all__ = ["executions_router"]
+
+
+def executions_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
+    """The routes under ``/api/v0`` that start and read executions (any valid key)."""
+    router = APIRouter(prefix="/api/v0", tags=["executions"], dependencies=[Depends(auth.user)])
+
+    @router.post(
+        "/workflows/{workflow_id}/executions",
+        status_code=202,
+        summary="Start an execution of a workflow",
+        responses=error_responses(400, 401, 404, 422, 503),
+    )
+    def start_execution(
+        workflow_id: IdPath,
+        body: Annotated[StartExecutionRequest | None, Body()] = None,
+    ) -> ExecutionStarted:
+        """Validate the input against the workflow's schema and run it in the background."""
+        if ctx.engine is None:
+            raise ApiError(
+                503,
+                "NoEngine",
+                "this server runs no workflow engine, so it cannot start executions; "
+                "start it with `compozy start`",
+            )
+        exec_id = ctx.engine.start(workflow_id, body.input if body is not None else None)
+        return ExecutionStarted(
+            workflow_exec_id=exec_id, workflow_id=workflow_id, status=Status.PENDING
+        )
+
+    @router.get(
+        "/executions/workflows",
+        summary="List workflow executions, newest first",
+        responses=error_responses(401, 422, 503),
+    )
+    def list_workflow_executions(
+        query: Annotated[WorkflowListQuery, Query()],
+    ) -> list[WorkflowExecutionSummary]:
+        """Executions ordered by created_at, then workflow_exec_id, descending; no task trees."""
+        states = ctx.store.workflows.list_states(
+            WorkflowFilter(status=query.status, workflow_id=query.workflow_id)
+        )
+        return [workflow_summary_out(state) for state in states]
+
+    @router.get(
+        "/executions/workflows/{exec_id}",
+        summary="A workflow execution with its task tree",
+        responses=error_responses(401, 404, 422, 503),
+    )
+    def get_workflow_execution(exec_id: IdPath) -> WorkflowExecutionDetail:
+        """The execution and every task state of it, children nested under their parents."""
+        state = ctx.store.workflows.get_state(exec_id)
+        tasks = ctx.store.tasks.list_states(TaskFilter(workflow_exec_id=exec_id))
+        return workflow_detail_out(state, tasks)
+
+    @router.get(
+        "/executions/tasks/{task_exec_id}",
+        summary="A task execution",
+        responses=error_responses(401, 404, 422, 503),
+    )
+    def get_task_execution(task_exec_id: IdPath) -> TaskExecution:
+        """The task execution (without its children: see the workflow execution's tree)."""
+        return task_out(ctx.store.tasks.get_state(task_exec_id))
+
+    @router.get(
+        "/executions/tasks/{task_exec_id}/progress",
+        summary="Progress of a task execution's children",
+        responses=error_responses(401, 404, 422, 503),
+    )
+    def get_task_progress(task_exec_id: IdPath) -> Progress:
+        """Counts and rates over the task execution's direct children."""
+        ctx.store.tasks.get_state(task_exec_id)  # TaskNotFound (404) for an unknown id
+        return progress_out(ctx.store.tasks.get_progress_info(task_exec_id))
+
+    return router

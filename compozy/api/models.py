@@ -1,0 +1,337 @@
+"""The JSON shapes of the HTTP API (pydantic models), and the checks on what clients send.
+
+Responses are built from entities by ``compozy.api.serialize``, field by field. Timestamps
+are ISO 8601 UTC with microseconds (``...T12:00:00.000000Z``, fixed width, like the usage JSON),
+enums travel as their values, and usage is its JSON array.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+)
+
+from compozy.auth import MAX_EMAIL_LENGTH, Role
+from compozy.core import Component, ExecutionType, Status
+from compozy.core.values import MAX_ID_LENGTH, check_json
+from compozy.errors import ValidationError
+
+__all__ = [
+    "EMAIL_PATTERN",
+    "ID_PATTERN",
+    "MAX_INPUT_DEPTH",
+    "PATTERN_MEANINGS",
+    "STORABLE",
+    "APIKeyOut",
+    "CreateUserRequest",
+    "CreatedAPIKey",
+    "ErrorBody",
+    "ErrorResponse",
+    "ExecutionStarted",
+    "HealthResponse",
+    "Progress",
+    "StartExecutionRequest",
+    "TaskExecution",
+    "TaskNode",
+    "UsageEntryOut",
+    "UserOut",
+    "WorkflowExecutionDetail",
+    "WorkflowExecutionSummary",
+    "WorkflowListQuery",
+    "format_timestamp",
+]
+
+_NOT_SPACE = r"\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+EMAIL_PATTERN = rf"^[^{_NOT_SPACE}]+@[^@{_NOT_SPACE}]+$"
+r"""name@domain with no whitespace or control character: what ``User.validate`` accepts, stated
+in the schema so that clients (and fuzzers) can tell a valid email before sending it. The
+characters are listed rather than written ``\s``, which means different sets in Python (whose
+``str.isspace`` the domain uses), in JSON Schema's ECMA dialect and in pydantic's Rust engine."""
+ID_PATTERN = r"^[^\x00]+$"
+"""Ids may hold any character but U+0000, which neither database can store."""
+PATTERN_MEANINGS = {
+    EMAIL_PATTERN: "is not an email address of the form name@domain without spaces",
+    ID_PATTERN: "contains the character U+0000, which cannot be stored",
+}
+"""What a value failing each pattern is told, instead of the pattern itself."""
+MAX_INPUT_DEPTH = 64
+"""Deeper JSON input is refused: no workflow needs it, and it would recurse in every layer."""
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and a ``Z``: fixed width, so text order is time order."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(format_timestamp, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+def _refuse_unstorable_text(value: str) -> str:
+    # Neither database can store U+0000, and a lone surrogate (a JSON escape such as "\ud800"
+    # makes one) cannot even be encoded as UTF-8: refused here as a 422 instead of reaching a
+    # driver. pydantic's str type refuses surrogates itself; strings inside ``input`` (Any) not.
+    if "\x00" in value:
+        raise ValueError("contains the character U+0000, which cannot be stored")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains a lone surrogate, which is not valid Unicode") from None
+    return value
+
+
+STORABLE = AfterValidator(_refuse_unstorable_text)
+"""Refuses strings that no database can store (U+0000, invalid Unicode). Put it after any
+length or pattern constraint in ``Annotated``: pydantic leaves constraints that follow a
+validator out of the JSON schema, so OpenAPI would not show them."""
+
+
+def _check_input(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Refuse JSON that a database cannot store, nests too deep or is not valid Unicode."""
+    if value is None:
+        return None
+    # Iterative, so a deep document is refused with a message rather than a RecursionError.
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            _refuse_unstorable_text(item)
+        elif isinstance(item, dict | list):
+            if depth > MAX_INPUT_DEPTH:
+                raise ValueError(f"nests deeper than {MAX_INPUT_DEPTH} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    pending.append((key, depth))
+                    pending.append((child, depth + 1))
+            else:
+                pending.extend((child, depth + 1) for child in item)
+    try:
+        check_json(value, "input")  # NaN, infinities and non-JSON types, as the store refuses
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors and health
+
+
+class ErrorBody(BaseModel):
+    """What went wrong: a stable code and a sentence for people."""
+
+    code: str = Field(
+        description="The error class (e.g. WorkflowNotFound) or HTTP-level code (Unauthorized)"
+    )
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error response has this body."""
+
+    error: ErrorBody
+
+
+class HealthResponse(BaseModel):
+    """Whether the database answers and its schema is at the head revision."""
+
+    status: Literal["ok", "unavailable"]
+    driver: str = Field(description="postgres or sqlite", examples=["sqlite"])
+    schema_revision: str | None = Field(description="The database's revision; null if unknown")
+    head: str = Field(description="The newest revision this server knows")
+
+
+# ---------------------------------------------------------------------------------------------
+# Executions
+
+
+class StartExecutionRequest(BaseModel):
+    """Body of ``POST /api/v0/workflows/{workflow_id}/executions``; the body itself is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "The workflow's input, checked against its input schema. Any JSON object whose "
+            f"strings hold no U+0000 and that nests at most {MAX_INPUT_DEPTH} levels deep"
+        ),
+    )
+
+    @field_validator("input")
+    @classmethod
+    def _storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _check_input(value)
+
+
+class WorkflowListQuery(BaseModel):
+    """Query of ``GET /api/v0/executions/workflows``; an unknown parameter is a 422, not ignored,
+    so that a misspelt filter cannot silently list everything."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status | None = Field(default=None, description="Only executions in this status")
+    workflow_id: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=MAX_ID_LENGTH,
+            pattern=ID_PATTERN,
+            description="Only executions of this workflow",
+        ),
+        STORABLE,
+    ] = None
+
+
+class ExecutionStarted(BaseModel):
+    """The execution was accepted and runs in the background."""
+
+    workflow_exec_id: str
+    workflow_id: str
+    status: Status = Field(description="Always PENDING: poll the execution for progress")
+
+
+class UsageEntryOut(BaseModel):
+    """Token usage of one (provider, model, source)."""
+
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    reasoning_tokens: int | None
+    cached_prompt_tokens: int | None
+    input_audio_tokens: int | None
+    output_audio_tokens: int | None
+    agent_ids: list[str]
+    captured_at: Timestamp | None
+    updated_at: Timestamp | None
+    source: str
+
+
+class TaskExecution(BaseModel):
+    """One task execution."""
+
+    task_exec_id: str
+    task_id: str
+    workflow_id: str
+    workflow_exec_id: str
+    parent_state_id: str | None
+    component: Component
+    status: Status
+    execution_type: ExecutionType
+    agent_id: str | None
+    action_id: str | None
+    tool_id: str | None
+    usage: list[UsageEntryOut] | None
+    input: dict[str, Any] | None
+    output: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class TaskNode(TaskExecution):
+    """A task execution with its direct children, each with theirs."""
+
+    children: list[TaskNode] = Field(default_factory=list)
+
+
+class WorkflowExecutionSummary(BaseModel):
+    """A workflow execution without its tasks: list items stay small however big the tree."""
+
+    workflow_exec_id: str
+    workflow_id: str
+    status: Status
+    usage: list[UsageEntryOut] | None
+    input: dict[str, Any] | None
+    output: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    task_count: int = Field(description="Distinct task ids in the execution (latest state each)")
+    task_status_counts: dict[str, int] = Field(
+        description="Status -> how many of those latest task states have it (zeros omitted)"
+    )
+
+
+class WorkflowExecutionDetail(WorkflowExecutionSummary):
+    """A workflow execution with every task state, as a tree."""
+
+    tasks: list[TaskNode] = Field(
+        description="Top-level task executions (oldest first), each with its children nested"
+    )
+
+
+class Progress(BaseModel):
+    """Counts over the direct children of a task execution."""
+
+    total_children: int
+    success_count: int
+    failed_count: int
+    canceled_count: int
+    timed_out_count: int
+    pending_count: int
+    running_count: int = Field(description="RUNNING + WAITING + PAUSED")
+    terminal_count: int
+    status_counts: dict[str, int] = Field(description="Status -> count (zeros omitted)")
+    completion_rate: float
+    failure_rate: float
+
+
+# ---------------------------------------------------------------------------------------------
+# Users and API keys
+
+
+class CreateUserRequest(BaseModel):
+    """Body of ``POST /api/v0/users``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: Annotated[
+        str,
+        Field(
+            min_length=3,
+            max_length=MAX_EMAIL_LENGTH,
+            pattern=EMAIL_PATTERN,
+            description="Unique, compared case-insensitively; stored as given",
+        ),
+        STORABLE,
+    ]
+    role: Role = Role.USER
+
+
+class UserOut(BaseModel):
+    """A user."""
+
+    id: str
+    email: str
+    role: Role
+    created_at: Timestamp
+
+
+class APIKeyOut(BaseModel):
+    """An API key's metadata: never its hash, never its plaintext."""
+
+    id: str
+    user_id: str
+    prefix: str = Field(description="The public part of the key, to tell keys apart")
+    created_at: Timestamp
+    last_used: Timestamp | None
+
+
+class CreatedAPIKey(APIKeyOut):
+    """A new API key, with the only copy of its plaintext."""
+
+    api_key: str = Field(description="The plaintext key: shown in this response only, store it")

@@ -1,0 +1,184 @@
+"""Entities to response models, field by field.
+
+Entities are never handed to FastAPI as they are: the wire format is fixed here, so it does not
+drift when an entity gains a field, and nothing is sent that was not chosen (no key hashes).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from compozy.api.models import (
+    APIKeyOut,
+    CreatedAPIKey,
+    Progress,
+    TaskExecution,
+    TaskNode,
+    UsageEntryOut,
+    UserOut,
+    WorkflowExecutionDetail,
+    WorkflowExecutionSummary,
+)
+from compozy.auth import APIKey, User
+from compozy.task import ProgressInfo, TaskState
+from compozy.usage import UsageSummary
+from compozy.workflow import WorkflowState
+
+__all__ = [
+    "api_key_out",
+    "created_api_key_out",
+    "progress_out",
+    "task_out",
+    "task_tree_out",
+    "user_out",
+    "workflow_detail_out",
+    "workflow_summary_out",
+]
+
+
+def _stored(value: datetime | None, name: str) -> datetime:
+    # The repositories fill timestamps on every write, so a missing one is a server fault.
+    if value is None:
+        raise RuntimeError(f"a stored entity has no {name}")
+    return value
+
+
+def _usage_out(usage: UsageSummary | None) -> list[UsageEntryOut] | None:
+    if usage is None:
+        return None
+    return [
+        UsageEntryOut(
+            provider=e.provider,
+            model=e.model,
+            prompt_tokens=e.prompt_tokens,
+            completion_tokens=e.completion_tokens,
+            total_tokens=e.total_tokens,
+            reasoning_tokens=e.reasoning_tokens,
+            cached_prompt_tokens=e.cached_prompt_tokens,
+            input_audio_tokens=e.input_audio_tokens,
+            output_audio_tokens=e.output_audio_tokens,
+            agent_ids=list(e.agent_ids),
+            captured_at=e.captured_at,
+            updated_at=e.updated_at,
+            source=e.source,
+        )
+        for e in usage.entries
+    ]
+
+
+def _task_fields(task: TaskState) -> dict[str, Any]:
+    return {
+        "task_exec_id": task.task_exec_id,
+        "task_id": task.task_id,
+        "workflow_id": task.workflow_id,
+        "workflow_exec_id": task.workflow_exec_id,
+        "parent_state_id": task.parent_state_id,
+        "component": task.component,
+        "status": task.status,
+        "execution_type": task.execution_type,
+        "agent_id": task.agent_id,
+        "action_id": task.action_id,
+        "tool_id": task.tool_id,
+        "usage": _usage_out(task.usage),
+        "input": task.input,
+        "output": task.output,
+        "error": task.error,
+        "created_at": _stored(task.created_at, "created_at"),
+        "updated_at": _stored(task.updated_at, "updated_at"),
+    }
+
+
+def task_out(task: TaskState) -> TaskExecution:
+    """The task execution as sent."""
+    return TaskExecution(**_task_fields(task))
+
+
+def task_tree_out(tasks: list[TaskState]) -> list[TaskNode]:
+    """Nest ``tasks`` (one execution's, oldest first) under their parents; return the roots.
+
+    A task whose parent is not among ``tasks`` is shown as a root rather than dropped.
+    """
+    nodes = {task.task_exec_id: TaskNode(**_task_fields(task)) for task in tasks}
+    roots: list[TaskNode] = []
+    for task in tasks:
+        node = nodes[task.task_exec_id]
+        parent = nodes.get(task.parent_state_id) if task.parent_state_id else None
+        (parent.children if parent is not None else roots).append(node)
+    return roots
+
+
+def _workflow_fields(state: WorkflowState) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for task in state.tasks.values():
+        counts[task.status.value] = counts.get(task.status.value, 0) + 1
+    return {
+        "workflow_exec_id": state.workflow_exec_id,
+        "workflow_id": state.workflow_id,
+        "status": state.status,
+        "usage": _usage_out(state.usage),
+        "input": state.input,
+        "output": state.output,
+        "error": state.error,
+        "created_at": _stored(state.created_at, "created_at"),
+        "updated_at": _stored(state.updated_at, "updated_at"),
+        "task_count": len(state.tasks),
+        "task_status_counts": dict(sorted(counts.items())),
+    }
+
+
+def workflow_summary_out(state: WorkflowState) -> WorkflowExecutionSummary:
+    """The execution as a list item."""
+    return WorkflowExecutionSummary(**_workflow_fields(state))
+
+
+def workflow_detail_out(state: WorkflowState, tasks: list[TaskState]) -> WorkflowExecutionDetail:
+    """The execution with ``tasks`` (all its task states, oldest first) as a tree."""
+    return WorkflowExecutionDetail(**_workflow_fields(state), tasks=task_tree_out(tasks))
+
+
+def progress_out(progress: ProgressInfo) -> Progress:
+    """Progress with string status keys."""
+    return Progress(
+        total_children=progress.total_children,
+        success_count=progress.success_count,
+        failed_count=progress.failed_count,
+        canceled_count=progress.canceled_count,
+        timed_out_count=progress.timed_out_count,
+        pending_count=progress.pending_count,
+        running_count=progress.running_count,
+        terminal_count=progress.terminal_count,
+        status_counts={status.value: n for status, n in sorted(progress.status_counts.items())},
+        completion_rate=progress.completion_rate,
+        failure_rate=progress.failure_rate,
+    )
+
+
+def user_out(user: User) -> UserOut:
+    """The user as sent."""
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        role=user.role,
+        created_at=_stored(user.created_at, "created_at"),
+    )
+
+
+def _api_key_fields(key: APIKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "user_id": key.user_id,
+        "prefix": key.prefix,
+        "created_at": _stored(key.created_at, "created_at"),
+        "last_used": key.last_used,
+    }
+
+
+def api_key_out(key: APIKey) -> APIKeyOut:
+    """The key's metadata as sent."""
+    return APIKeyOut(**_api_key_fields(key))
+
+
+def created_api_key_out(key: APIKey, plaintext: str) -> CreatedAPIKey:
+    """A just-created key's metadata and its plaintext."""
+    return CreatedAPIKey(**_api_key_fields(key), api_key=plaintext)
