@@ -20,6 +20,7 @@ from compozy.store import migrations, open_store
 __all__ = ["InitError", "init"]
 
 DATABASE_PATH: Final = ".compozy/compozy.db"
+WORKFLOWS_DIR: Final = "workflows"
 CONFIG_TEXT: Final = f"""\
 # compozy configuration, written by `compozy init`.
 # Relative paths are relative to this file. Environment variables (DB_DRIVER, DB_PATH, ...)
@@ -27,6 +28,34 @@ CONFIG_TEXT: Final = f"""\
 database:
   driver: sqlite
   path: {DATABASE_PATH}
+workflows:
+  - {WORKFLOWS_DIR}/*.yaml
+"""
+EXAMPLE_WORKFLOW: Final = """\
+# An example workflow, written by `compozy init`. Run it with: compozy run hello
+# or with an input: compozy run hello --input '{"name": "Ada"}'
+id: hello
+description: Greets someone, then shouts and echoes the greeting at the same time.
+input:
+  type: object
+  properties:
+    name: {type: string, minLength: 1}
+tasks:
+  - id: greet
+    tool: format
+    with: {template: "Hello, {{ input.name | default('world') }}!"}
+  - id: together
+    type: parallel
+    tasks:
+      - id: shout
+        tool: format
+        with: {template: "{{ tasks.greet.output.text | upper }}"}
+      - id: echo
+        tool: echo
+        with: {greeting: "{{ tasks.greet.output.text }}"}
+outputs:
+  greeting: "{{ tasks.greet.output.text }}"
+  shouted: "{{ tasks.shout.output.text }}"
 """
 # Files SQLite may create next to the database file.
 _SQLITE_SIDECARS: Final = ("-wal", "-shm", "-journal")
@@ -85,6 +114,25 @@ def _write_config(config_path: Path, created: list[Path]) -> None:
         ) from None
 
 
+def _write_example_workflow(folder: Path, created: list[Path]) -> None:
+    missing = _outermost_missing(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if missing is not None:
+            created.append(missing)
+        example = folder / "hello.yaml"
+        with example.open("x", encoding="utf-8") as file:
+            created.append(example)
+            file.write(EXAMPLE_WORKFLOW)
+    except FileExistsError:
+        pass  # the user's own hello.yaml stays; compozy run hello uses it
+    except OSError as exc:
+        raise InitError(
+            f"cannot write the example workflow in {folder} ({exc.strerror or exc}); "
+            "pass a directory you can write to"
+        ) from None
+
+
 def _already_initialised(config_path: Path) -> InitError:
     return InitError(
         f"{config_path} exists already, so compozy is set up there; "
@@ -134,6 +182,7 @@ def init(
     try:
         _make_directory(directory, created)
         _write_config(config_path, created)
+        _write_example_workflow(directory / WORKFLOWS_DIR, created)
         config = load_config(config_path)
         database = config.database
         if database.driver == "sqlite":
@@ -159,3 +208,4 @@ def init(
     typer.echo(f"admin:    {admin.email} (user {admin.id})")
     typer.echo(f"api key:  {plaintext}")
     typer.echo("This API key is shown only this once and cannot be recovered; store it safely now.")
+    typer.echo(f"next:     cd {directory} && compozy run hello")

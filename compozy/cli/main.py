@@ -15,6 +15,8 @@ import typer
 from compozy import __version__
 from compozy.cli.init import init
 from compozy.cli.migrate import migrate_app
+from compozy.cli.run import run
+from compozy.cli.start import start
 from compozy.errors import CompozyError
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "app", "main"]
@@ -33,6 +35,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("init")(init)
+app.command("run")(run)
+app.command("start")(start)
 app.add_typer(migrate_app, name="migrate")
 
 

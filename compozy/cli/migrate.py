@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from compozy.config import DatabaseConfig, load_config
+from compozy.cli.runtime import (
+    ConfigFile,
+    DbConnString,
+    DbDriver,
+    DbPath,
+    config_from_flags,
+)
+from compozy.config import DatabaseConfig
 from compozy.errors import ValidationError
 from compozy.store import Store, migrations, open_store
 from compozy.store.migrations import MigrationStatus
@@ -20,34 +27,6 @@ migrate_app = typer.Typer(
     help="Apply, revert or show the database schema migrations.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-ConfigFile = Annotated[
-    str | None,
-    typer.Option(
-        "--config",
-        metavar="FILE",
-        help="Config file to read (default: compozy.yaml in the current directory, if any).",
-    ),
-]
-DbDriver = Annotated[
-    str | None,
-    typer.Option("--db-driver", metavar="postgres|sqlite", help="Database driver."),
-]
-DbPath = Annotated[
-    str | None,
-    typer.Option("--db-path", metavar="PATH", help="SQLite database file."),
-]
-DbConnString = Annotated[
-    str | None,
-    typer.Option("--db-conn-string", metavar="URL", help="PostgreSQL connection string."),
-]
-
-
-def _config(
-    config_file: str | None, driver: str | None, path: str | None, conn_string: str | None
-) -> DatabaseConfig:
-    overrides = {"database": {"driver": driver, "path": path, "conn_string": conn_string}}
-    return load_config(config_file, overrides=overrides).database
 
 
 def _missing_sqlite_file(config: DatabaseConfig) -> str | None:
@@ -95,7 +74,7 @@ def up(
     db_conn_string: DbConnString = None,
 ) -> None:
     """Apply pending migrations, up to the head or to --to REV."""
-    config = _config(config_file, db_driver, db_path, db_conn_string)
+    config = config_from_flags(config_file, db_driver, db_path, db_conn_string).database
     with _store(config) as store:
         before = migrations.status(store.database)
         _report(store, before, migrations.upgrade(store.database, to))
@@ -122,7 +101,7 @@ def down(
         raise ValidationError(
             "migrate down needs exactly one of --to REV or --steps N; pass one of them"
         )
-    config = _config(config_file, db_driver, db_path, db_conn_string)
+    config = config_from_flags(config_file, db_driver, db_path, db_conn_string).database
     missing = _missing_sqlite_file(config)
     if missing is not None:
         raise ValidationError(f"there is no SQLite database at {missing}, so nothing to revert")
@@ -139,7 +118,7 @@ def status(
     db_conn_string: DbConnString = None,
 ) -> None:
     """Show the database, its current revision and the pending ones."""
-    config = _config(config_file, db_driver, db_path, db_conn_string)
+    config = config_from_flags(config_file, db_driver, db_path, db_conn_string).database
     missing = _missing_sqlite_file(config)
     if missing is not None:
         # Reported without opening it: opening a SQLite database creates the file.

@@ -4,91 +4,25 @@ from __future__ import annotations
 
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 import yaml
+from cli_support import SHARED_BACKENDS, Cli, Result, assert_one_error_line, db_flags
 
 import compozy
 import compozy.cli.init as cli_init
 from compozy.auth import Role
 from compozy.auth.keys import fingerprint, verify_api_key
-from compozy.cli.main import main
 from compozy.config import load_config
-from compozy.config.loader import ENV_VARS
 from compozy.errors import StoreUnavailable
 from compozy.store import Store, migrations, open_store
 from compozy_testkit.databases import TestDatabase
 
 KEY_PATTERN = re.compile(r"cpzy_[A-Za-z0-9]+_[A-Za-z0-9]+")
-SHARED_BACKENDS = pytest.mark.compozy_backends(
-    "sqlite-file", "postgres", reason="the CLI opens its database by path or URL"
-)
 UNREACHABLE_POSTGRES = "postgresql://nobody@127.0.0.1:1/x"
 REVISIONS = migrations.revisions()
 HEAD = REVISIONS[-1]
-
-
-@dataclass
-class Result:
-    """What one `compozy` run returned and printed."""
-
-    code: int
-    out: str
-    err: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return self.err.splitlines()
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.err_lines if not line.startswith("warning: ")]
-
-
-@pytest.fixture(autouse=True)
-def _no_database_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The DB_* variables of whoever runs the tests must not pick the database."""
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-
-
-class Cli(Protocol):
-    def __call__(self, *args: str) -> Result: ...
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    """Runs `compozy ARGS` in-process and returns its exit code and output."""
-
-    def run(*args: str) -> Result:
-        capsys.readouterr()  # drop output from before this run
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
-
-
-def assert_one_error_line(result: Result) -> str:
-    """The run failed as a user error: exit 2, one `error:` line on stderr, no traceback."""
-    assert result.code == 2, result
-    assert len(result.error_lines) == 1, result.err
-    assert result.error_lines[0].startswith("error: ")
-    assert "Traceback" not in result.err
-    return result.error_lines[0]
-
-
-def db_flags(database: TestDatabase) -> list[str]:
-    """The flags that point the CLI at the test's database."""
-    assert database.config is not None
-    if database.backend == "postgres":
-        assert database.config.conn_string is not None
-        url = database.config.conn_string.get_secret_value()
-        return ["--db-driver", "postgres", "--db-conn-string", url]
-    return ["--db-driver", "sqlite", "--db-path", str(database.config.path)]
 
 
 def current_revision(database: TestDatabase) -> str | None:
@@ -122,7 +56,11 @@ def test_init_writes_a_sqlite_config_and_a_private_database(cli: Cli, tmp_path: 
     init_project(cli, demo)
 
     settings = yaml.safe_load((demo / "compozy.yaml").read_text(encoding="utf-8"))
-    assert settings == {"database": {"driver": "sqlite", "path": ".compozy/compozy.db"}}
+    assert settings == {
+        "database": {"driver": "sqlite", "path": ".compozy/compozy.db"},
+        "workflows": ["workflows/*.yaml"],
+    }
+    assert yaml.safe_load((demo / "workflows" / "hello.yaml").read_text())["id"] == "hello"
     database = demo / ".compozy" / "compozy.db"
     assert database.is_file()
     assert stat.S_IMODE(database.stat().st_mode) == 0o600

@@ -1,0 +1,100 @@
+"""``compozy run``: execute one workflow in this process, showing progress, then the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from compozy.cli.runtime import (
+    ConfigFile,
+    DbConnString,
+    DbDriver,
+    DbPath,
+    config_from_flags,
+    open_runtime,
+)
+from compozy.core import Status
+from compozy.errors import ValidationError
+from compozy.store import Store
+from compozy.task import TaskState
+from compozy.workflow import WorkflowState
+
+__all__ = ["run"]
+
+EXIT_FAILED = 1
+
+
+def _parse_input(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"--input is not valid JSON ({exc.msg} at character {exc.pos})"
+        ) from None
+    if not isinstance(value, dict):
+        raise ValidationError('--input must be a JSON object, such as \'{"name": "Ada"}\'')
+    return value
+
+
+class _Progress:
+    """Prints each task state change on stderr, naming a child's parent by its task id."""
+
+    def __init__(self) -> None:
+        self._task_ids: dict[str, str] = {}
+
+    def __call__(self, task: TaskState) -> None:
+        self._task_ids[task.task_exec_id] = task.task_id
+        parent = self._task_ids.get(task.parent_state_id or "")
+        where = f" (in {parent})" if parent else ""
+        typer.echo(f"  {task.status.value:<9} {task.task_id}{where}", err=True)
+
+
+def _print_tree(store: Store, state: WorkflowState) -> None:
+    typer.echo("tasks:")
+    top_level = (t for t in state.tasks.values() if t.parent_state_id is None)
+    for root in sorted(top_level, key=lambda t: (t.created_at, t.task_exec_id)):
+        children: dict[str | None, list[TaskState]] = {}
+        for task in store.tasks.get_task_tree(root.task_exec_id)[1:]:
+            children.setdefault(task.parent_state_id, []).append(task)
+        _show(root, children, 1)
+
+
+def _show(task: TaskState, children: dict[str | None, list[TaskState]], depth: int) -> None:
+    typer.echo(f"{'  ' * depth}{task.task_id} [{task.execution_type.value}] {task.status.value}")
+    for child in children.get(task.task_exec_id, []):
+        _show(child, children, depth + 1)
+
+
+def run(
+    workflow_id: Annotated[str, typer.Argument(metavar="WORKFLOW_ID", help="Workflow to run.")],
+    input_json: Annotated[
+        str | None,
+        typer.Option("--input", metavar="JSON", help="Execution input, a JSON object."),
+    ] = None,
+    config_file: ConfigFile = None,
+    db_driver: DbDriver = None,
+    db_path: DbPath = None,
+    db_conn_string: DbConnString = None,
+) -> None:
+    """Run WORKFLOW_ID here and now; exit 0 on SUCCESS, 1 otherwise."""
+    payload = _parse_input(input_json)
+    config = config_from_flags(config_file, db_driver, db_path, db_conn_string)
+    with open_runtime(config_file, config) as runtime:
+        # Checked before the first progress line, so a user error is the only line printed.
+        runtime.engine.definition(workflow_id).validate_input(payload)
+        typer.echo(f"running {workflow_id} on {runtime.store.location}", err=True)
+        state = runtime.engine.run(workflow_id, payload, on_task=_Progress())
+        typer.echo(f"execution: {state.workflow_exec_id}")
+        typer.echo(f"status:    {state.status.value}")
+        typer.echo("output:    " + json.dumps(state.output, indent=2, ensure_ascii=False))
+        if state.error:
+            typer.echo("error:     " + json.dumps(state.error, ensure_ascii=False))
+        _print_tree(runtime.store, state)
+    sys.stdout.flush()
+    if state.status is not Status.SUCCESS:
+        raise typer.Exit(EXIT_FAILED)

@@ -1,0 +1,100 @@
+"""``compozy start``: serve the HTTP API, running workflows in this process."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+import compozy
+from compozy.cli.runtime import (
+    ConfigFile,
+    DbConnString,
+    DbDriver,
+    DbPath,
+    open_runtime,
+)
+from compozy.config import Config, load_config
+
+__all__ = ["start"]
+
+SQLITE_CONCURRENCY_LIMIT = 10
+_log = logging.getLogger("compozy.start")
+
+
+def _startup_warnings(config: Config) -> list[str]:
+    """What an operator should hear about before the server takes traffic."""
+    if config.database.driver != "sqlite":
+        return []
+    found = []
+    if config.environment == "production":
+        found.append(
+            "SQLite with environment: production: one writer at a time on one machine; "
+            "use PostgreSQL for production deployments"
+        )
+    workers = config.worker.max_concurrent_workflows
+    if workers > SQLITE_CONCURRENCY_LIMIT:
+        found.append(
+            f"worker.max_concurrent_workflows is {workers} with SQLite, which serialises writes; "
+            f"keep it at {SQLITE_CONCURRENCY_LIMIT} or less, or use PostgreSQL"
+        )
+    return found
+
+
+def _startup_line(config: Config, location: str, host: str, port: int) -> str:
+    database = config.database
+    if database.driver == "sqlite":
+        where = "in-memory" if database.path == ":memory:" else str(database.path)
+        guidance = "one writer at a time: for one process on one machine"
+    else:
+        where = location.removeprefix("postgres ")
+        guidance = f"pool of {database.pool_size}+{database.max_overflow} connections"
+    return (
+        f"compozy {compozy.__version__} on http://{host}:{port}, driver {database.driver} "
+        f"({where}; {guidance}), up to {config.worker.max_concurrent_workflows} "
+        "workflows at once"
+    )
+
+
+def start(
+    host: Annotated[
+        str | None, typer.Option("--host", metavar="HOST", help="Address to listen on.")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", metavar="PORT", help="Port to listen on.")
+    ] = None,
+    config_file: ConfigFile = None,
+    db_driver: DbDriver = None,
+    db_path: DbPath = None,
+    db_conn_string: DbConnString = None,
+) -> None:
+    """Serve the API (default http://127.0.0.1:5001); executions run in this process."""
+    import uvicorn
+
+    from compozy.api import create_app
+
+    config = load_config(
+        config_file,
+        overrides={
+            "database": {"driver": db_driver, "path": db_path, "conn_string": db_conn_string},
+            "server": {"host": host, "port": port},
+        },
+    )
+    for warning in _startup_warnings(config):
+        _log.warning(warning)
+    with open_runtime(config_file, config) as runtime:
+        interrupted = runtime.engine.recover_interrupted()
+        if interrupted:
+            _log.warning(
+                "marked %d execution(s) left RUNNING by a previous process as FAILED "
+                "(INTERRUPTED): %s",
+                len(interrupted),
+                ", ".join(interrupted),
+            )
+        server = config.server
+        typer.echo(
+            _startup_line(config, runtime.store.location, server.host, server.port), err=True
+        )
+        app = create_app(runtime.store, engine=runtime.engine)
+        uvicorn.run(app, host=server.host, port=server.port, log_level="warning")

@@ -1,0 +1,202 @@
+"""`compozy start` as a real process: serving, running workflows, restarts and a crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_support import SHARED_BACKENDS, Cli, assert_one_error_line, db_flags
+
+from compozy.auth import Role, User
+from compozy.auth.keys import TEST_BCRYPT_ROUNDS, new_api_key
+from compozy.cli.start import _startup_line, _startup_warnings
+from compozy.config import Config, DatabaseConfig, WorkerConfig
+from compozy.store import open_store
+from compozy_testkit.databases import TestDatabase
+
+WORKFLOWS = {
+    "hello": """\
+id: hello
+tasks:
+  - {id: greet, tool: format, with: {template: "Hello, {{ input.name }}!"}}
+  - id: both
+    type: parallel
+    tasks:
+      - {id: a, tool: echo, with: {n: 1}}
+      - {id: b, tool: echo, with: {n: 2}}
+outputs:
+  greeting: "{{ tasks.greet.output.text }}"
+""",
+    "slow": """\
+id: slow
+tasks:
+  - {id: nap, tool: sleep, with: {seconds: 60}}
+""",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _serving(
+    project: Path, flags: list[str]
+) -> Iterator[tuple[httpx.Client, subprocess.Popen[str]]]:
+    """`compozy start` in a child process, and a client once /health answers."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compozy.cli", "start", "--port", str(port), *flags],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "compozy start did not answer in 60 s"
+            time.sleep(0.1)
+        yield client, process
+    finally:
+        client.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _project(root: Path, database: TestDatabase) -> tuple[Path, str]:
+    """Workflows, a migrated database with an admin, and that admin's API key."""
+    (root / "workflows").mkdir(parents=True)
+    for name, text in WORKFLOWS.items():
+        (root / "workflows" / f"{name}.yaml").write_text(text)
+    (root / "compozy.yaml").write_text("workflows: [workflows/*.yaml]\n")
+    assert database.config is not None
+    with open_store(database.config.model_copy(update={"auto_migrate": True})) as store:
+        admin = store.auth.create_initial_admin_if_none(User(email="ops@x.io", role=Role.ADMIN))
+        key, plaintext = new_api_key(admin.id, bcrypt_rounds=TEST_BCRYPT_ROUNDS)
+        store.auth.create_api_key(key)
+    return root, plaintext
+
+
+def _until(client: httpx.Client, path: str, headers: dict[str, str], status: set[str]) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        body = client.get(path, headers=headers).json()
+        if body["status"] in status:
+            return body  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, body
+        time.sleep(0.05)
+
+
+@SHARED_BACKENDS
+def test_start_runs_workflows_and_keeps_them_across_a_restart(
+    tmp_path: Path, compozy_empty_database: TestDatabase
+) -> None:
+    project, key = _project(tmp_path / "p", compozy_empty_database)
+    headers = {"Authorization": f"Bearer {key}"}
+    flags = db_flags(compozy_empty_database)
+    with _serving(project, flags) as (client, _):
+        assert client.get("/api/v0/executions/workflows").status_code == 401
+        started = client.post(
+            "/api/v0/workflows/hello/executions", json={"input": {"name": "Ada"}}, headers=headers
+        )
+        assert started.status_code == 202, started.text
+        path = f"/api/v0/executions/workflows/{started.json()['workflow_exec_id']}"
+        finished = _until(client, path, headers, {"SUCCESS", "FAILED"})
+        assert finished["status"] == "SUCCESS"
+        assert finished["output"] == {"greeting": "Hello, Ada!"}
+    with _serving(project, flags) as (client, _):
+        assert client.get(path, headers=headers).json() == finished
+
+
+@SHARED_BACKENDS
+def test_an_execution_running_when_the_process_dies_is_marked_interrupted_on_restart(
+    tmp_path: Path, compozy_empty_database: TestDatabase
+) -> None:
+    project, key = _project(tmp_path / "p", compozy_empty_database)
+    headers = {"Authorization": f"Bearer {key}"}
+    flags = db_flags(compozy_empty_database)
+    with _serving(project, flags) as (client, process):
+        started = client.post("/api/v0/workflows/slow/executions", json={}, headers=headers)
+        path = f"/api/v0/executions/workflows/{started.json()['workflow_exec_id']}"
+        _until(client, path, headers, {"RUNNING"})
+        process.kill()  # no clean shutdown: the execution is left RUNNING
+        process.wait()
+    with _serving(project, flags) as (client, process):
+        state = client.get(path, headers=headers).json()
+    assert state["status"] == "FAILED"
+    assert state["error"]["code"] == "INTERRUPTED"
+    assert "INTERRUPTED" in (process.stderr.read() if process.stderr else "")
+
+
+def test_start_refuses_sqlite_with_pgvector(cli: Cli, tmp_path: Path) -> None:
+    config = tmp_path / "compozy.yaml"
+    config.write_text(
+        "database: {driver: sqlite, path: x.db}\n"
+        "knowledge: {vector_dbs: [{id: docs, provider: pgvector}]}\n"
+    )
+    result = cli("start", "--config", str(config))
+    assert "Qdrant, Redis or Filesystem" in assert_one_error_line(result)
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_startup_warns_about_sqlite_in_production_and_too_many_workers() -> None:
+    sqlite = DatabaseConfig(driver="sqlite", path=":memory:")
+    calm = Config(database=sqlite)
+    assert _startup_warnings(calm) == []
+    busy = Config(
+        database=sqlite, environment="production", worker=WorkerConfig(max_concurrent_workflows=11)
+    )
+    warnings = _startup_warnings(busy)
+    assert len(warnings) == 2
+    assert "production" in warnings[0]
+    assert "11" in warnings[1]
+    postgres = Config(
+        database=DatabaseConfig(conn_string="postgresql://u@h/d"),
+        environment="production",
+        worker=WorkerConfig(max_concurrent_workflows=50),
+    )
+    assert _startup_warnings(postgres) == []
+
+
+def test_the_startup_line_names_driver_location_and_guidance() -> None:
+    config = Config(database=DatabaseConfig(driver="sqlite", path=":memory:"))
+    line = _startup_line(config, "sqlite in-memory", "127.0.0.1", 5001)
+    assert "http://127.0.0.1:5001" in line
+    assert "driver sqlite (in-memory; one writer at a time" in line
+    pg = Config(database=DatabaseConfig(conn_string="postgresql://u:secret@h/d"))
+    pg_line = _startup_line(pg, "postgres h:5432/d", "0.0.0.0", 80)
+    assert "driver postgres (h:5432/d; pool of 5+10 connections)" in pg_line
+    assert "secret" not in pg_line
+
+
+@pytest.mark.parametrize("flag", [["--port", "notaport"], ["--port", "70000"]])
+def test_a_bad_port_is_a_user_error(cli: Cli, tmp_path: Path, flag: list[str]) -> None:
+    config = tmp_path / "compozy.yaml"
+    config.write_text("database: {driver: sqlite, path: x.db}\n")
+    assert_one_error_line(cli("start", "--config", str(config), *flag))
