@@ -36,7 +36,9 @@ FUZZ_SETTINGS = settings(
 
 
 @pytest.mark.compozy_backends(
-    "sqlite", reason="fuzzing needs one fast backend; parity covers the others"
+    "sqlite",
+    "postgres",
+    reason="fuzzed on each database once; a SQLite file adds nothing over in-memory SQLite",
 )
 def test_generated_requests_get_documented_answers_and_never_a_5xx(
     compozy_store: Store,
