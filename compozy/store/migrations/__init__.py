@@ -8,6 +8,7 @@ lock first, so two processes migrating at once run one after the other.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,14 +54,22 @@ def _config(conn: Connection | None = None) -> Config:
     return config
 
 
+@functools.cache
+def _history() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    # The revision files ship inside the package and never change while it runs; reading them
+    # once keeps `status` and `Store.health()` (GET /health) from parsing them on every call.
+    script = ScriptDirectory.from_config(_config())
+    order = tuple(rev.revision for rev in reversed(list(script.walk_revisions())))
+    return order, tuple(script.get_heads())
+
+
 def revisions() -> list[str]:
     """Every revision id, oldest first."""
-    script = ScriptDirectory.from_config(_config())
-    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+    return list(_history()[0])
 
 
 def _head() -> str:
-    heads = ScriptDirectory.from_config(_config()).get_heads()
+    heads = _history()[1]
     if len(heads) != 1:
         raise CompozyError(f"the migration history has {len(heads)} heads; it must be linear")
     return heads[0]
