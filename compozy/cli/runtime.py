@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -38,11 +38,15 @@ DbConnString = Annotated[
 
 
 def config_from_flags(
-    config_file: str | None, driver: str | None, path: str | None, conn_string: str | None
+    config_file: str | None,
+    driver: str | None,
+    path: str | None,
+    conn_string: str | None,
+    **sections: dict[str, Any],
 ) -> Config:
-    """The configuration, with the database flags on top."""
+    """The configuration, with the database flags (and other sections' flags) on top."""
     overrides = {"database": {"driver": driver, "path": path, "conn_string": conn_string}}
-    return load_config(config_file, overrides=overrides)
+    return load_config(config_file, overrides={**overrides, **sections})
 
 
 @dataclass

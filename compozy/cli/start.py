@@ -13,9 +13,10 @@ from compozy.cli.runtime import (
     DbConnString,
     DbDriver,
     DbPath,
+    config_from_flags,
     open_runtime,
 )
-from compozy.config import Config, load_config
+from compozy.config import Config
 
 __all__ = ["start"]
 
@@ -74,12 +75,8 @@ def start(
 
     from compozy.api import create_app
 
-    config = load_config(
-        config_file,
-        overrides={
-            "database": {"driver": db_driver, "path": db_path, "conn_string": db_conn_string},
-            "server": {"host": host, "port": port},
-        },
+    config = config_from_flags(
+        config_file, db_driver, db_path, db_conn_string, server={"host": host, "port": port}
     )
     for warning in _startup_warnings(config):
         _log.warning(warning)
