@@ -1,8 +1,9 @@
-"""SQLite databases for tests: migrate once per run, then copy the template for every test.
+"""SQLite templates for tests: migrated once per run, copied wherever a database is needed.
 
-A copy is far cheaper than migrating (research/env-feasibility.md: about 13 us for an
-in-memory ``backup()`` and 180 us for a file copy, against about 5 ms for a migration run), and a
-copy isolates tests that commit, use several connections or threads, which rollback cannot.
+Copying is far cheaper than migrating (research/env-feasibility.md: about 13 us for an in-memory
+``backup()`` and 180 us for a file copy, against about 5 ms for a migration run). The copies
+seed each worker's database and the Stores tests open with their own settings; tests are then
+isolated by deleting rows (see ``compozy_testkit.databases``).
 """
 
 from __future__ import annotations
