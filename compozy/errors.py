@@ -9,13 +9,16 @@ from __future__ import annotations
 __all__ = [
     "APIKeyNotFound",
     "AlreadyBootstrapped",
+    "ClaimLost",
     "CompozyError",
     "ConfigError",
     "ConflictError",
     "ConstraintViolation",
     "DuplicateKey",
     "EmailExists",
+    "ExecutionFinished",
     "NotFoundError",
+    "StoreBusy",
     "StoreUnavailable",
     "TaskNotFound",
     "UserNotFound",
@@ -79,6 +82,21 @@ class ValidationError(CompozyError):
 
 class StoreUnavailable(CompozyError):
     """The database cannot be reached, or stayed busy past the configured timeout."""
+
+
+class StoreBusy(StoreUnavailable):
+    """A transaction lost a transient conflict (deadlock, serialization failure, a lock that
+    stayed taken, SQLite busy past its timeout) and was rolled back: running the whole
+    transaction again can succeed (``Store.run_in_transaction`` does, a bounded number of times)."""
+
+
+class ClaimLost(CompozyError):
+    """A worker wrote to an execution it no longer owns (another worker claimed it, or it was
+    released, cancelled or finished); the worker must stop working on it."""
+
+
+class ExecutionFinished(ConflictError):
+    """The execution is already terminal, so it cannot be cancelled (or claimed) any more."""
 
 
 class ConfigError(CompozyError):

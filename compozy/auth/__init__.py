@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from compozy.core import Role, new_id
+from compozy.core import DEFAULT_PAGE_SIZE, Page, Role, new_id
 from compozy.core.values import (
     check_enum,
     check_id,
@@ -105,6 +105,12 @@ class AuthRepository(Protocol):
         """Every user, newest first."""
         ...
 
+    def list_users_page(
+        self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page[User]:
+        """One page of users, newest first (created_at DESC, id DESC), keyset-paged."""
+        ...
+
     def update_user(self, user: User) -> User:
         """Update email and role; ``UserNotFound``, ``EmailExists``."""
         ...
@@ -131,6 +137,12 @@ class AuthRepository(Protocol):
 
     def list_api_keys_by_user_id(self, user_id: str) -> list[APIKey]:
         """The user's keys, newest first."""
+        ...
+
+    def list_api_keys_page(
+        self, user_id: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page[APIKey]:
+        """One page of the user's keys, newest first (created_at DESC, id DESC), keyset-paged."""
         ...
 
     def update_api_key_last_used(self, key_id: str) -> APIKey:

@@ -10,14 +10,18 @@ from compozy.core.enums import (
     Status,
 )
 from compozy.core.ids import new_id, parse_id
+from compozy.core.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
 from compozy.core.values import utc_now
 
 __all__ = [
+    "DEFAULT_PAGE_SIZE",
     "FAILED_STATUSES",
+    "MAX_PAGE_SIZE",
     "RUNNING_STATUSES",
     "TERMINAL_STATUSES",
     "Component",
     "ExecutionType",
+    "Page",
     "Role",
     "Status",
     "new_id",

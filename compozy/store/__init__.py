@@ -7,11 +7,11 @@ from ``config.driver``; everything else is the same code for both databases.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeVar
 
 import sqlalchemy as sa
 
@@ -22,8 +22,11 @@ from compozy.store.database import Database
 from compozy.store.dialects.base import Dialect
 from compozy.store.dialects.sqlite import SQLiteDialect
 from compozy.store.repos.auth import SqlAuthRepository
+from compozy.store.repos.queue import SqlExecutionQueue
 from compozy.store.repos.task import SqlTaskRepository
 from compozy.store.repos.workflow import SqlWorkflowRepository
+
+T = TypeVar("T")
 
 __all__ = ["Store", "StoreHealth", "TransactionScope", "open_sqlite_connection", "open_store"]
 
@@ -41,12 +44,13 @@ class StoreHealth:
 
 
 class TransactionScope:
-    """The three repositories bound to one transaction."""
+    """The repositories (and the execution queue) bound to one transaction."""
 
     def __init__(self, db: Database, conn: sa.Connection) -> None:
         self.workflows = SqlWorkflowRepository(db, conn)
         self.tasks = SqlTaskRepository(db, conn)
         self.auth = SqlAuthRepository(db, conn)
+        self.queue = SqlExecutionQueue(db, conn)
 
 
 class Store:
@@ -57,6 +61,7 @@ class Store:
         self.workflows = SqlWorkflowRepository(db)
         self.tasks = SqlTaskRepository(db)
         self.auth = SqlAuthRepository(db)
+        self.queue = SqlExecutionQueue(db)
 
     @property
     def driver(self) -> Literal["postgres", "sqlite"]:
@@ -78,6 +83,17 @@ class Store:
         """Commit on normal exit, roll back on exception; nested calls open savepoints."""
         with self._db.transaction() as conn:
             yield TransactionScope(self._db, conn)
+
+    def run_in_transaction(self, work: Callable[[TransactionScope], T]) -> T:
+        """Run ``work(tx)`` in one transaction and return its result, retrying the whole
+        transaction (bounded, with jittered backoff) when it loses a transient conflict:
+        a deadlock or serialization failure on PostgreSQL, a busy database on SQLite.
+
+        ``work`` must be safe to run again: keep calls to the outside world (a tool, an HTTP
+        request) out of it. Inside ``store.transaction()`` it joins that transaction and is
+        not retried on its own.
+        """
+        return self._db.run_in_transaction(lambda conn: work(TransactionScope(self._db, conn)))
 
     def health(self) -> StoreHealth:
         """Connect and read the schema revision; an unreachable database is reported, not raised."""

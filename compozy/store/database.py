@@ -9,16 +9,25 @@ surrounding transaction usable on both databases (PostgreSQL would otherwise abo
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
-from compozy.errors import CompozyError, StoreUnavailable
+from compozy.errors import CompozyError, StoreBusy, StoreUnavailable
 from compozy.store.dialects.base import WRITE_OPTION, Dialect
+
+T = TypeVar("T")
+
+RETRY_ATTEMPTS = 6
+"""How often ``run_in_transaction`` runs a transaction that keeps losing transient conflicts."""
+_RETRY_BASE = 0.01
+_RETRY_CAP = 0.5
 
 
 class Database:
@@ -94,6 +103,30 @@ class Database:
             return
         with self.connect(write=True) as conn, self._joined(conn):
             yield conn
+
+    def run_in_transaction(
+        self, work: Callable[[Connection], T], *, attempts: int = RETRY_ATTEMPTS
+    ) -> T:
+        """``work(conn)`` in a transaction, run again after a rolled-back ``StoreBusy``.
+
+        The one place where transient conflicts are retried: a rolled-back transaction left
+        nothing behind, so running all of it again is safe. Waits between attempts grow
+        exponentially with full jitter (so racing writers spread out) up to half a second.
+        Inside an open transaction, ``work`` joins it and is not retried here: the
+        outermost owner of the transaction is the one that can run it again.
+        """
+        if self._current.get() is not None:
+            with self.transaction() as conn:
+                return work(conn)
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction() as conn:
+                    return work(conn)
+            except StoreBusy:
+                if attempt == attempts:
+                    raise
+            time.sleep(random.uniform(0, min(_RETRY_CAP, _RETRY_BASE * 2**attempt)))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
     def _joined(self, conn: Connection) -> Iterator[None]:

@@ -25,10 +25,17 @@ workflow_states = sa.Table(
     sa.Column("error", JSONValue(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # Who runs the execution and until when; claim_count fences each write of a worker.
+    sa.Column("worker_id", Identifier(), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("claim_count", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("cancel_requested_at", UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint("workflow_exec_id", name="pk_workflow_states"),
     sa.Index("ix_workflow_states_workflow_id_created_at", "workflow_id", "created_at"),
     sa.Index("ix_workflow_states_status", "status"),
     sa.Index("ix_workflow_states_created_at", "created_at", "workflow_exec_id"),
+    sa.Index("ix_workflow_states_claimable", "status", "created_at", "workflow_exec_id"),
+    sa.Index("ix_workflow_states_worker_id", "worker_id"),
 )
 
 task_states = sa.Table(
@@ -83,6 +90,7 @@ users = sa.Table(
     sa.PrimaryKeyConstraint("id", name="pk_users"),
     sa.UniqueConstraint("email_key", name="uq_users_email_key"),
     sa.Index("ix_users_role", "role"),
+    sa.Index("ix_users_created_at", "created_at", "id"),
 )
 
 api_keys = sa.Table(
@@ -102,6 +110,7 @@ api_keys = sa.Table(
     sa.UniqueConstraint("prefix", name="uq_api_keys_prefix"),
     sa.UniqueConstraint("fingerprint", name="uq_api_keys_fingerprint"),
     sa.Index("ix_api_keys_user_id", "user_id"),
+    sa.Index("ix_api_keys_user_id_created_at", "user_id", "created_at", "id"),
 )
 
 TABLES = (workflow_states, task_states, users, api_keys)
@@ -114,6 +123,7 @@ CHECK_CONSTRAINTS = {
         "ck_workflow_states_input",
         "ck_workflow_states_output",
         "ck_workflow_states_error",
+        "ck_workflow_states_claim_count",
     ),
     "task_states": (
         "ck_task_states_status",

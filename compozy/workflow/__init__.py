@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from compozy.core import Status, new_id
+from compozy.core import DEFAULT_PAGE_SIZE, Page, Status, new_id
 from compozy.core.values import (
     check_enum,
     check_id,
@@ -21,7 +21,16 @@ from compozy.usage import UsageSummary
 if TYPE_CHECKING:
     from compozy.task import TaskState
 
-__all__ = ["OutputTransformer", "WorkflowFilter", "WorkflowRepository", "WorkflowState"]
+__all__ = [
+    "Claim",
+    "ExecutionQueue",
+    "OutputTransformer",
+    "Renewal",
+    "WorkflowFilter",
+    "WorkflowRepository",
+    "WorkflowState",
+    "WorkflowSummary",
+]
 
 
 @dataclass(kw_only=True)
@@ -74,6 +83,62 @@ class WorkflowFilter:
             self.status = check_enum(Status, self.status, "filter status")
 
 
+@dataclass(kw_only=True)
+class WorkflowSummary:
+    """An execution as a list shows it: no task map, but counts of its tasks by status, and
+    who runs it (``worker_id``, ``lease_expires_at``, ``claim_count``)."""
+
+    workflow_exec_id: str
+    workflow_id: str
+    status: Status
+    usage: UsageSummary | None
+    input: dict[str, Any] | None
+    output: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    claim_count: int
+    cancel_requested_at: datetime | None
+    task_status_counts: dict[Status, int]
+    """Status -> how many task ids have that status in their latest state (zeros left out)."""
+
+    @property
+    def task_count(self) -> int:
+        """Distinct task ids of the execution."""
+        return sum(self.task_status_counts.values())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """A worker's hold on one execution, good until ``lease_expires_at`` unless renewed.
+
+    ``claim_count`` is the execution's claim counter after this claim: every write the worker
+    makes is fenced by (``worker_id``, ``claim_count``), so a worker whose execution was claimed
+    by another finds out at its next write (``ClaimLost``).
+    """
+
+    workflow_exec_id: str
+    worker_id: str
+    claim_count: int
+    lease_expires_at: datetime
+    previous_worker: str | None = None
+    """The worker whose lease had expired when this claim took the execution over (None when
+    the execution was new or released)."""
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What renewing a worker's leases found."""
+
+    lost: frozenset[str]
+    """Executions the worker no longer owns (claimed by another, finished or released)."""
+    cancel_requested: frozenset[str]
+    """Executions still owned whose cancellation was requested."""
+
+
 OutputTransformer = Callable[[WorkflowState], dict[str, Any] | None]
 """Builds a completed workflow's output from its state; None means ``{}``."""
 
@@ -83,6 +148,18 @@ class WorkflowRepository(Protocol):
 
     def list_states(self, filter: WorkflowFilter | None = None) -> list[WorkflowState]:
         """Matching executions with their tasks, created_at DESC, workflow_exec_id DESC."""
+        ...
+
+    def list_page(
+        self,
+        filter: WorkflowFilter | None = None,
+        *,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> Page[WorkflowSummary]:
+        """One page of matching executions, created_at DESC, workflow_exec_id DESC (keyset:
+        a later page costs what the first costs, and rows inserted meanwhile never repeat one);
+        ``ValidationError`` for a limit outside 1..500 or a cursor this store did not give."""
         ...
 
     def upsert_state(self, state: WorkflowState) -> WorkflowState:
@@ -123,4 +200,46 @@ class WorkflowRepository(Protocol):
         self, workflow_exec_id: str, summary: UsageSummary | None
     ) -> UsageSummary | None:
         """Atomically merge ``summary`` into the stored usage; return the result (None: no-op)."""
+        ...
+
+
+class ExecutionQueue(Protocol):
+    """The database as the queue of executions: workers claim, renew, fence and release.
+
+    An execution is claimable when it is PENDING and unclaimed, or PENDING/RUNNING with a lease
+    that has expired. Claims are taken oldest first; two workers never get the same claim.
+    """
+
+    def claim(self, worker_id: str, *, limit: int, lease: float) -> list[Claim]:
+        """Claim up to ``limit`` claimable executions for ``lease`` seconds; they become RUNNING."""
+        ...
+
+    def claim_execution(self, workflow_exec_id: str, worker_id: str, *, lease: float) -> Claim:
+        """Claim this one execution; ``ClaimLost`` if a live lease of another worker holds it,
+        ``ExecutionFinished`` if it is terminal, ``WorkflowNotFound`` if missing."""
+        ...
+
+    def renew(self, claims: list[Claim], *, lease: float) -> Renewal:
+        """Extend the leases of claims still held; say which are lost or asked to cancel."""
+        ...
+
+    def fence(self, claim: Claim) -> None:
+        """Inside a transaction: lock the execution's row and raise ``ClaimLost`` unless the
+        claim still holds it and it is not terminal. Writes after it in the transaction are
+        the claim owner's."""
+        ...
+
+    def release(self, claim: Claim) -> None:
+        """Give the execution back: PENDING and unclaimed, its running tasks PENDING, so
+        another worker resumes it at once; ``ClaimLost`` if the claim no longer holds it."""
+        ...
+
+    def abort(self, claim: Claim, status: Status, error: dict[str, Any]) -> None:
+        """End the claimed execution and its unfinished tasks with a terminal ``status`` and
+        ``error`` (fenced: ``ClaimLost`` if the claim no longer holds it)."""
+        ...
+
+    def request_cancel(self, workflow_exec_id: str) -> WorkflowState:
+        """Cancel: an unclaimed PENDING execution ends CANCELED at once; a claimed one is
+        marked for its worker to stop. ``ExecutionFinished`` (a conflict) once terminal."""
         ...

@@ -31,6 +31,19 @@ def _tables(store: Store) -> set[str]:
         return set(sa.inspect(conn).get_table_names()) - {"alembic_version"}
 
 
+def _schema(store: Store) -> dict[str, Any]:
+    """Each table with its columns and index names: what a revision must change."""
+    with store.database.engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        return {
+            table: (
+                [c["name"] for c in inspector.get_columns(table)],
+                sorted(str(i["name"]) for i in inspector.get_indexes(table)),
+            )
+            for table in sorted(set(inspector.get_table_names()) - {"alembic_version"})
+        }
+
+
 def schema_names(conn: sa.Connection) -> dict[str, Any]:
     """Every table, column, index and constraint name, as the database reports them."""
     inspector = sa.inspect(conn)
@@ -102,15 +115,15 @@ class MigrationContract:
         store = compozy_empty_database.open()
         db = store.database
         assert migrations.status(db).current is None
-        seen = [_tables(store)]
+        seen = [_schema(store)]
         for revision in migrations.revisions():
             assert migrations.upgrade(db, revision).current == revision
-            seen.append(_tables(store))
-            assert seen[-1] > seen[-2], f"revision {revision} added no table"
-        assert seen[-1] == APP_TABLES
+            seen.append(_schema(store))
+            assert seen[-1] != seen[-2], f"revision {revision} changed no table, column or index"
+        assert set(seen[-1]) == APP_TABLES
         for expected in reversed(seen[:-1]):
             migrations.downgrade(db, steps=1)
-            assert _tables(store) == expected
+            assert _schema(store) == expected
         assert migrations.status(db).current is None
         final = migrations.upgrade(db)
         assert (final.current, final.pending) == (final.head, [])

@@ -73,8 +73,9 @@ class Dialect(ABC):
         """An INSERT that supports ``on_conflict_do_update``/``excluded`` on this dialect."""
         raise NotImplementedError
 
-    def for_update(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
-        """Lock the selected rows until the transaction ends."""
+    def for_update(self, stmt: sa.Select[Any], *, skip_locked: bool = False) -> sa.Select[Any]:
+        """Lock the selected rows against other writers until the transaction ends; with
+        ``skip_locked``, rows another transaction holds are left out instead of waited for."""
         return stmt
 
     @abstractmethod

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from compozy.config import DatabaseConfig
-from compozy.errors import CompozyError, ConfigError, StoreUnavailable
+from compozy.errors import CompozyError, ConfigError, StoreBusy, StoreUnavailable
 from compozy.store.dialects.base import (
     CheckViolation,
     Dialect,
@@ -78,8 +78,11 @@ class PostgresDialect(Dialect):
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)
 
-    def for_update(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
-        return stmt.with_for_update()
+    def for_update(self, stmt: sa.Select[Any], *, skip_locked: bool = False) -> sa.Select[Any]:
+        # FOR NO KEY UPDATE: it conflicts with other writers of the row but not with the
+        # FOR KEY SHARE lock that a foreign-key check takes on it (a task insert on its
+        # workflow row), so "insert a task, then lock its workflow" cannot deadlock.
+        return stmt.with_for_update(key_share=True, skip_locked=skip_locked)
 
     def serialize(self, conn: Connection, key: int) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
@@ -100,7 +103,7 @@ class PostgresDialect(Dialect):
         if state in ("23514", "23502"):
             return CheckViolation(message, constraint)
         if state in _BUSY_STATES:
-            return StoreUnavailable(f"{self.describe()} is busy ({message}); retry the operation")
+            return StoreBusy(f"{self.describe()} is busy ({message}); retry the operation")
         if state == "42P01":
             return CompozyError(
                 f"{self.describe()} has no compozy schema ({message}): run `compozy migrate up`"

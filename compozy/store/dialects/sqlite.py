@@ -26,7 +26,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool, StaticPool
 
-from compozy.errors import CompozyError, StoreUnavailable
+from compozy.errors import CompozyError, StoreBusy, StoreUnavailable
 from compozy.store.dialects.base import (
     WRITE_OPTION,
     CheckViolation,
@@ -140,7 +140,7 @@ class SQLiteDialect(Dialect):
             yield
             return
         if not self._lock.acquire(timeout=self.busy_timeout):
-            raise StoreUnavailable(
+            raise StoreBusy(
                 f"{self.describe()} stayed busy for more than {self.busy_timeout:g}s: "
                 "raise database.busy_timeout or lower concurrency"
             )
@@ -177,7 +177,7 @@ class SQLiteDialect(Dialect):
         if isinstance(error.orig, sqlite3.OperationalError):
             lowered = message.lower()
             if "locked" in lowered or "busy" in lowered:
-                return StoreUnavailable(
+                return StoreBusy(
                     f"{self.describe()} stayed busy for more than {self.busy_timeout:g}s: "
                     "raise database.busy_timeout or lower concurrency"
                 )

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 
 from compozy.auth import APIKey, User, email_key
-from compozy.core import Role
+from compozy.core import DEFAULT_PAGE_SIZE, Page, Role
 from compozy.core.values import check_id, check_text, utc_now
 from compozy.errors import (
     AlreadyBootstrapped,
@@ -21,6 +21,7 @@ from compozy.errors import (
 )
 from compozy.store.dialects.base import ForeignKeyViolation, UniqueViolation
 from compozy.store.repos.common import Repository, not_before, now_param
+from compozy.store.repos.paging import keyset, page_of
 from compozy.store.tables import api_keys, users
 
 _U = users.c
@@ -95,6 +96,14 @@ class SqlAuthRepository(Repository):
         stmt = sa.select(users).order_by(_U.created_at.desc(), _U.id.desc())
         with self._read() as conn:
             return [_user(row) for row in conn.execute(stmt)]
+
+    def list_users_page(
+        self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page[User]:
+        stmt = keyset(sa.select(users), _U.created_at, _U.id, limit=limit, cursor=cursor)
+        with self._read() as conn:
+            rows = list(conn.execute(stmt))
+        return page_of(rows, limit, lambda r: (r.created_at, r.id), lambda s: [_user(r) for r in s])
 
     def update_user(self, user: User) -> User:
         user.validate()
@@ -191,6 +200,21 @@ class SqlAuthRepository(Repository):
         )
         with self._read() as conn:
             return [_key(row) for row in conn.execute(stmt)]
+
+    def list_api_keys_page(
+        self, user_id: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page[APIKey]:
+        user_id = check_id(user_id, "user_id")
+        stmt = keyset(
+            sa.select(api_keys).where(_K.user_id == user_id),
+            _K.created_at,
+            _K.id,
+            limit=limit,
+            cursor=cursor,
+        )
+        with self._read() as conn:
+            rows = list(conn.execute(stmt))
+        return page_of(rows, limit, lambda r: (r.created_at, r.id), lambda s: [_key(r) for r in s])
 
     def update_api_key_last_used(self, key_id: str) -> APIKey:
         key_id = check_id(key_id, "api key id")

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from compozy.core import ExecutionType, Status
+from compozy.core import DEFAULT_PAGE_SIZE, ExecutionType, Page, Status
 from compozy.core.values import check_enum, check_id, check_json_object, utc_now
 from compozy.errors import WorkflowNotFound, WorkflowNotReady
 from compozy.store.dialects.base import Dialect
@@ -23,10 +23,11 @@ from compozy.store.repos.common import (
     usage_from,
     usage_value,
 )
+from compozy.store.repos.paging import keyset, page_of
 from compozy.store.tables import task_states, workflow_states
 from compozy.task import TaskState
 from compozy.usage import UsageSummary
-from compozy.workflow import OutputTransformer, WorkflowFilter, WorkflowState
+from compozy.workflow import OutputTransformer, WorkflowFilter, WorkflowState, WorkflowSummary
 
 _WF = workflow_states.c
 _NEWEST_FIRST = (_WF.created_at.desc(), _WF.workflow_exec_id.desc())
@@ -90,14 +91,33 @@ class SqlWorkflowRepository(Repository):
             return self._load(conn, [row])[0]
 
     def list_states(self, filter: WorkflowFilter | None = None) -> list[WorkflowState]:
-        stmt = sa.select(workflow_states).order_by(*_NEWEST_FIRST)
-        if filter is not None:
-            for name in ("workflow_id", "workflow_exec_id", "status"):
-                value = getattr(filter, name)
-                if value is not None:
-                    stmt = stmt.where(_WF[name] == value)
+        stmt = sa.select(workflow_states).where(*_conditions(filter)).order_by(*_NEWEST_FIRST)
         with self._read() as conn:
             return self._load(conn, list(conn.execute(stmt)))
+
+    def list_page(
+        self,
+        filter: WorkflowFilter | None = None,
+        *,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> Page[WorkflowSummary]:
+        stmt = keyset(
+            sa.select(workflow_states).where(*_conditions(filter)),
+            _WF.created_at,
+            _WF.workflow_exec_id,
+            limit=limit,
+            cursor=cursor,
+        )
+        with self._read() as conn:
+            rows = list(conn.execute(stmt))
+            counts = _task_status_counts(conn, [r.workflow_exec_id for r in rows[:limit]])
+        return page_of(
+            rows,
+            limit,
+            lambda r: (r.created_at, r.workflow_exec_id),
+            lambda shown: [_summary(r, counts.get(r.workflow_exec_id, {})) for r in shown],
+        )
 
     def upsert_state(self, state: WorkflowState) -> WorkflowState:
         state.validate()
@@ -225,6 +245,62 @@ class SqlWorkflowRepository(Repository):
         return merge_usage_into(
             self, workflow_states, _WF.workflow_exec_id, workflow_exec_id, summary, _not_found
         )
+
+
+def _conditions(filter: WorkflowFilter | None) -> list[sa.ColumnElement[bool]]:
+    if filter is None:
+        return []
+    values = {
+        "workflow_id": filter.workflow_id,
+        "workflow_exec_id": filter.workflow_exec_id,
+        "status": None if filter.status is None else filter.status.value,
+    }
+    return [_WF[name] == value for name, value in values.items() if value is not None]
+
+
+def _task_status_counts(conn: Connection, exec_ids: list[str]) -> dict[str, dict[Status, int]]:
+    """exec id -> status -> how many task ids have it in their latest state: one query."""
+    if not exec_ids:
+        return {}
+    t = task_states.c
+    latest = sa.func.row_number().over(
+        partition_by=(t.workflow_exec_id, t.task_id),
+        order_by=(t.created_at.desc(), t.task_exec_id.desc()),
+    )
+    ranked = (
+        sa.select(t.workflow_exec_id, t.status, latest.label("rank"))
+        .where(t.workflow_exec_id.in_(exec_ids))
+        .subquery()
+    )
+    stmt = (
+        sa.select(ranked.c.workflow_exec_id, ranked.c.status, sa.func.count())
+        .where(ranked.c.rank == 1)
+        .group_by(ranked.c.workflow_exec_id, ranked.c.status)
+    )
+    counts: dict[str, dict[Status, int]] = {}
+    for exec_id, status, n in conn.execute(stmt):
+        counts.setdefault(exec_id, {})[Status(status)] = int(n)
+    return counts
+
+
+def _summary(row: Row[Any], counts: dict[Status, int]) -> WorkflowSummary:
+    m = row._mapping
+    return WorkflowSummary(
+        workflow_exec_id=m["workflow_exec_id"],
+        workflow_id=m["workflow_id"],
+        status=Status(m["status"]),
+        usage=usage_from(m["usage"]),
+        input=m["input"],
+        output=m["output"],
+        error=m["error"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        worker_id=m["worker_id"],
+        lease_expires_at=m["lease_expires_at"],
+        claim_count=m["claim_count"],
+        cancel_requested_at=m["cancel_requested_at"],
+        task_status_counts=dict(sorted(counts.items())),
+    )
 
 
 def _default_output(tasks: dict[str, TaskState]) -> dict[str, Any]:
