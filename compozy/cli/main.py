@@ -17,6 +17,7 @@ from compozy.cli.init import init
 from compozy.cli.migrate import migrate_app
 from compozy.cli.run import run
 from compozy.cli.start import start
+from compozy.cli.worker import worker
 from compozy.errors import CompozyError
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "app", "main"]
@@ -37,6 +38,7 @@ app = typer.Typer(
 app.command("init")(init)
 app.command("run")(run)
 app.command("start")(start)
+app.command("worker")(worker)
 app.add_typer(migrate_app, name="migrate")
 
 

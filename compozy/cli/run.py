@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +17,7 @@ from compozy.cli.runtime import (
     config_from_flags,
     open_runtime,
 )
+from compozy.cli.serving import EXIT_INTERRUPTED, Stopper
 from compozy.core import Status
 from compozy.errors import ValidationError
 from compozy.store import Store
@@ -25,6 +27,8 @@ from compozy.workflow import WorkflowState
 __all__ = ["run"]
 
 EXIT_FAILED = 1
+# On Ctrl-C, how long the run gets to stop at its next task before a running tool is abandoned.
+_CANCEL_WAIT = 1.0
 
 
 def _parse_input(text: str | None) -> dict[str, Any] | None:
@@ -81,14 +85,38 @@ def run(
     db_path: DbPath = None,
     db_conn_string: DbConnString = None,
 ) -> None:
-    """Run WORKFLOW_ID here and now; exit 0 on SUCCESS, 1 otherwise."""
+    """Run WORKFLOW_ID here and now; exit 0 on SUCCESS, 1 otherwise, 130 on Ctrl-C."""
     payload = _parse_input(input_json)
     config = config_from_flags(config_file, db_driver, db_path, db_conn_string)
     with open_runtime(config_file, config) as runtime:
+        engine = runtime.engine
         # Checked before the first progress line, so a user error is the only line printed.
-        runtime.engine.definition(workflow_id).validate_input(payload)
-        typer.echo(f"running {workflow_id} on {runtime.store.location}", err=True)
-        state = runtime.engine.run(workflow_id, payload, on_task=_Progress())
+        engine.definition(workflow_id).validate_input(payload)
+        exec_id = engine.submit(workflow_id, payload)
+        typer.echo(f"running {workflow_id} ({exec_id}) on {runtime.store.location}", err=True)
+        failure: list[BaseException] = []
+
+        def execute() -> None:
+            try:
+                engine.execute(exec_id, on_task=_Progress())
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                failure.append(exc)
+
+        # The run goes on in a thread so that Ctrl-C reaches this one, between tasks or not.
+        thread = threading.Thread(target=execute, name="compozy-run", daemon=True)
+        stopper = Stopper()
+        with stopper.installed():
+            thread.start()
+            while thread.is_alive() and not stopper.requested.wait(0.1):
+                pass
+            if stopper.requested.is_set():
+                engine.cancel(exec_id, wait=_CANCEL_WAIT)
+                typer.echo(f"canceled execution {exec_id}", err=True)
+                sys.stderr.flush()
+                raise typer.Exit(EXIT_INTERRUPTED)
+        if failure:
+            raise failure[0]
+        state = runtime.store.workflows.get_state(exec_id)
         typer.echo(f"execution: {state.workflow_exec_id}")
         typer.echo(f"status:    {state.status.value}")
         typer.echo("output:    " + json.dumps(state.output, indent=2, ensure_ascii=False))

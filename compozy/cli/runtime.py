@@ -68,8 +68,15 @@ def open_runtime(config_file: str | None, config: Config) -> Iterator[Runtime]:
     definitions: dict[str, WorkflowDefinition] = load_definitions(config.workflows)
     store = open_store(config.database)
     try:
+        runtime = config.runtime
         engine = Engine(
-            store, definitions, max_concurrent_workflows=config.worker.max_concurrent_workflows
+            store,
+            definitions,
+            max_concurrent_workflows=config.worker.max_concurrent_workflows,
+            worker_id=runtime.worker_id,
+            lease=runtime.lease,
+            poll_interval=runtime.poll_interval,
+            recovery=runtime.recovery,
         )
         with engine:
             yield Runtime(config, store, engine)

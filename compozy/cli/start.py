@@ -1,9 +1,11 @@
-"""``compozy start``: serve the HTTP API, running workflows in this process."""
+"""``compozy start``: serve the HTTP API and run a worker in this process."""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import typer
 
@@ -16,7 +18,9 @@ from compozy.cli.runtime import (
     config_from_flags,
     open_runtime,
 )
+from compozy.cli.serving import Stopper, stop_gracefully
 from compozy.config import Config
+from compozy.engine import Engine
 
 __all__ = ["start"]
 
@@ -70,7 +74,7 @@ def start(
     db_path: DbPath = None,
     db_conn_string: DbConnString = None,
 ) -> None:
-    """Serve the API (default http://127.0.0.1:5001); executions run in this process."""
+    """Serve the API (default http://127.0.0.1:5001) and run a worker in this process."""
     import uvicorn
 
     from compozy.api import create_app
@@ -81,17 +85,51 @@ def start(
     for warning in _startup_warnings(config):
         _log.warning(warning)
     with open_runtime(config_file, config) as runtime:
-        interrupted = runtime.engine.recover_interrupted()
-        if interrupted:
-            _log.warning(
-                "marked %d execution(s) left RUNNING by a previous process as FAILED "
-                "(INTERRUPTED): %s",
-                len(interrupted),
-                ", ".join(interrupted),
-            )
+        engine = runtime.engine
         server = config.server
         typer.echo(
             _startup_line(config, runtime.store.location, server.host, server.port), err=True
         )
-        app = create_app(runtime.store, engine=runtime.engine)
-        uvicorn.run(app, host=server.host, port=server.port, log_level="warning")
+        app = create_app(runtime.store, engine=engine)
+        http = _Server(
+            uvicorn.Config(app, host=server.host, port=server.port, log_level="warning"), engine
+        )
+        stopper = Stopper(http.stop, hint=": the leases expire and other workers resume")
+        with stopper.installed():
+            http.run()
+        if http.bound:
+            stop_gracefully(engine, config.runtime.shutdown_grace)
+
+
+class _Server:
+    """uvicorn's server with compozy's signal handling: the worker starts claiming once the
+    port is bound (a second server on a taken port takes no work) and stops on the first
+    signal, after which ``compozy start`` stops the worker gracefully."""
+
+    def __init__(self, config: Any, engine: Engine) -> None:
+        import uvicorn
+
+        engine_ = engine
+
+        class Server(uvicorn.Server):
+            @contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield  # the Stopper handles them
+
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if self.started and not self.should_exit:
+                    engine_.serve()
+
+        self._server = Server(config)
+
+    @property
+    def bound(self) -> bool:
+        """True once the server listened (and so the worker served)."""
+        return bool(self._server.started)
+
+    def run(self) -> None:
+        self._server.run()
+
+    def stop(self) -> None:
+        self._server.should_exit = True

@@ -293,6 +293,34 @@ class WorkerConfig(ConfigSection):
     max_concurrent_workflows: int = Field(default=4, ge=1)
 
 
+class RuntimeConfig(ConfigSection):
+    """How workers share executions through the database (docs/deployment.md)."""
+
+    section: ClassVar[str] = "runtime"
+
+    lease: Duration = Field(default=30.0, gt=0)
+    """How long a claim holds an execution without renewal; a dead worker's executions are
+    resumed elsewhere this long after its last renewal."""
+    poll_interval: Duration = Field(default=0.5, gt=0)
+    """How often a worker renews its leases, looks for cancel requests and claims new work."""
+    recovery: Literal["resume", "fail"] = "resume"
+    """What a worker does with an execution whose previous worker's lease expired."""
+    shutdown_grace: Duration = Field(default=30.0, ge=0)
+    """On SIGINT/SIGTERM, how long running executions get to finish before they are released."""
+    worker_id: str | None = None
+    """This worker's name in the database (default: host:pid:random)."""
+
+    @model_validator(mode="after")
+    def _renewal_fits_in_the_lease(self) -> Self:
+        if self.poll_interval * 2 > self.lease:
+            raise _sentence_error(
+                f"runtime.poll_interval ({self.poll_interval:g}s) must be at most half of "
+                f"runtime.lease ({self.lease:g}s), or leases expire between renewals; raise "
+                "the lease or lower the interval."
+            )
+        return self
+
+
 class ServerConfig(ConfigSection):
     """Where `compozy start` serves the HTTP API."""
 
@@ -323,6 +351,7 @@ class Config(ConfigSection):
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     environment: str = "development"
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     # Workflow definition files or globs; the loader makes relative ones absolute.
     workflows: Annotated[list[str], BeforeValidator(_one_or_many)] = Field(default_factory=list)

@@ -1,41 +1,73 @@
-"""The engine: starts executions in a bounded pool, waits for them, recovers dead ones."""
+"""The engine: a worker that claims executions from the database and runs them.
+
+The database is the queue. ``start`` stores an execution PENDING; any engine serving the same
+database (this one, another process, another machine) claims it, runs it under a lease that a
+background thread renews, and fences every write with its claim. An execution whose worker
+stopped renewing is claimed by another worker when the lease expires, and resumed (or failed,
+with ``recovery="fail"``). ``run`` executes one execution in the calling thread, claimed by
+this engine from the moment it is stored. See docs/deployment.md.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from compozy.core import Status, new_id
 from compozy.engine.definitions import LOGGER_NAME, WorkflowDefinition
-from compozy.engine.executor import TaskCallback, WorkflowRun, fail_execution
+from compozy.engine.executor import CANCEL, RunStopped, TaskCallback, WorkflowRun
 from compozy.engine.templates import Templates
-from compozy.errors import CompozyError, NotFoundError
-from compozy.workflow import WorkflowFilter, WorkflowState
+from compozy.errors import ClaimLost, CompozyError, NotFoundError
+from compozy.workflow import Claim, WorkflowState
 
 if TYPE_CHECKING:
     from compozy.store import Store
 
 __all__ = ["Engine", "UnknownWorkflow"]
 
+Recovery = Literal["resume", "fail"]
+
 # How often `wait` re-reads an execution that another engine or process is running.
 _POLL_SECONDS = 0.05
+_RELEASED = "released"
+_LOST = "lost"
+_log = logging.getLogger(LOGGER_NAME)
 
 
 class UnknownWorkflow(NotFoundError):
     """No workflow definition has the requested id."""
 
 
-class Engine:
-    """Runs workflow definitions against a Store; one per process is enough.
+def default_worker_id() -> str:
+    """``host:pid:random``: unique per process, and says where to look."""
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
 
-    ``start`` stores the execution and queues it on a pool of ``max_concurrent_workflows``
-    threads; ``run`` executes in the calling thread. Parallel and collection children run on
-    a small pool per container, at most ``max_parallel_tasks`` at once each.
+
+@dataclass
+class _Active:
+    """An execution this engine holds a claim on."""
+
+    run: WorkflowRun
+    done: threading.Event = field(default_factory=threading.Event)
+    background: bool = True  # claimed by the worker loop (not by `run` in a caller's thread)
+
+
+class Engine:
+    """Runs workflow definitions against a Store, as one worker among any number.
+
+    ``start`` stores a PENDING execution and makes this engine serve: a background thread
+    claims up to ``max_concurrent_workflows`` executions of the workflows it knows, renews
+    their leases every ``poll_interval`` seconds and notices cancel requests. ``run``
+    executes in the calling thread. Parallel and collection children run on a small pool per
+    container, at most ``max_parallel_tasks`` at once each.
     """
 
     def __init__(
@@ -45,6 +77,10 @@ class Engine:
         *,
         max_concurrent_workflows: int = 4,
         max_parallel_tasks: int = 8,
+        worker_id: str | None = None,
+        lease: float = 30.0,
+        poll_interval: float = 0.5,
+        recovery: Recovery = "resume",
     ) -> None:
         if max_concurrent_workflows < 1:
             raise CompozyError(
@@ -52,18 +88,28 @@ class Engine:
             )
         if max_parallel_tasks < 1:
             raise CompozyError(f"max_parallel_tasks is {max_parallel_tasks}; it must be >= 1")
+        if not (lease > 0 and 0 < poll_interval * 2 <= lease):
+            raise CompozyError(
+                f"lease {lease:g}s and poll_interval {poll_interval:g}s: the lease must be "
+                "positive and at least twice the poll interval"
+            )
         self._store = store
         self._definitions: Mapping[str, WorkflowDefinition] = MappingProxyType(dict(definitions))
+        self._capacity = max_concurrent_workflows
         self._max_parallel_tasks = max_parallel_tasks
+        self.worker_id = worker_id or default_worker_id()
+        self._lease = lease
+        self._poll = poll_interval
+        self._recovery: Recovery = recovery
         self._templates = Templates()
-        self._pool = ThreadPoolExecutor(
-            max_concurrent_workflows, thread_name_prefix="compozy-workflow"
-        )
         self._lock = threading.Lock()
+        self._active: dict[str, _Active] = {}
+        self._started: set[str] = set()  # by `start`, not finished here yet: `close` waits
         self._closed = False
-        # Executions this engine has queued or is running: recover_interrupted leaves them be.
-        self._active: set[str] = set()
-        self._futures: dict[str, Future[None]] = {}
+        self._serving = False  # claiming new work
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self._loop: threading.Thread | None = None
 
     @property
     def definitions(self) -> Mapping[str, WorkflowDefinition]:
@@ -86,16 +132,26 @@ class Engine:
     # --- starting and running ----------------------------------------------------------------
 
     def start(self, workflow_id: str, input: dict[str, Any] | None = None) -> str:
-        """Store a PENDING execution, queue it, and return its ``workflow_exec_id``."""
+        """Store a PENDING execution and return its ``workflow_exec_id``; this engine serves
+        from now on, so it (or any other worker on the database) runs it."""
         definition = self.definition(workflow_id)
+        value = definition.validate_input(input)
         with self._lock:
             self._check_open()
-            state = self._create(definition, input)
-            exec_id = state.workflow_exec_id
-            future = self._pool.submit(self._execute, definition, state, None)
-            self._futures[exec_id] = future
-        future.add_done_callback(lambda _f: self._forget(exec_id))
+        state = WorkflowState(workflow_id=definition.id, status=Status.PENDING, input=value)
+        exec_id = self._store.workflows.upsert_state(state).workflow_exec_id
+        with self._lock:
+            self._started.add(exec_id)
+        self.serve()
         return exec_id
+
+    def serve(self) -> None:
+        """Claim and run executions in the background until ``close`` or ``shutdown``."""
+        with self._lock:
+            self._check_open()
+            self._serving = True
+            self._ensure_loop()
+        self._wake.set()
 
     def run(
         self,
@@ -104,37 +160,81 @@ class Engine:
         *,
         on_task: TaskCallback | None = None,
     ) -> WorkflowState:
-        """Execute in the calling thread; return the final state with its tasks.
+        """Store an execution claimed by this engine and execute it in the calling thread;
+        return the final state with its tasks.
 
         ``on_task`` gets every stored task state change, one call at a time (calls may come
         from several threads when tasks run in parallel).
         """
+        exec_id = self.submit(workflow_id, input)
+        self.execute(exec_id, on_task=on_task)
+        return self._store.workflows.get_state(exec_id)
+
+    def submit(self, workflow_id: str, input: dict[str, Any] | None = None) -> str:
+        """Store an execution already claimed by this engine (no other worker takes it while
+        this engine renews the lease); run it with ``execute``."""
         definition = self.definition(workflow_id)
+        value = definition.validate_input(input)
         with self._lock:
             self._check_open()
-            state = self._create(definition, input)
-        exec_id = state.workflow_exec_id
-        try:
-            self._execute(definition, state, on_task)
-        finally:
-            self._forget(exec_id)
-        return self._store.workflows.get_state(exec_id)
+            self._ensure_loop()
+        state = WorkflowState(workflow_id=definition.id, status=Status.PENDING, input=value)
+
+        def store_claimed(tx: Any) -> tuple[WorkflowState, Claim]:
+            stored = tx.workflows.upsert_state(state)
+            claim = tx.queue.claim_execution(
+                stored.workflow_exec_id, self.worker_id, lease=self._lease
+            )
+            return stored, claim
+
+        stored, claim = self._store.run_in_transaction(store_claimed)
+        self._hold(stored, claim, background=False)
+        return stored.workflow_exec_id
+
+    def execute(self, workflow_exec_id: str, *, on_task: TaskCallback | None = None) -> None:
+        """Run an execution this engine claimed with ``submit``, in the calling thread."""
+        with self._lock:
+            active = self._active.get(workflow_exec_id)
+        if active is None or active.background:
+            raise CompozyError(
+                f"workflow execution {workflow_exec_id} was not submitted to this engine"
+            )
+        self._execute(active, on_task)
+
+    def cancel(self, workflow_exec_id: str, *, wait: float = 0.0) -> WorkflowState:
+        """Cancel an execution: at once when PENDING; when running (here or on any worker),
+        its worker starts no new task and ends it CANCELED within about a second.
+        ``ExecutionFinished`` once it is terminal.
+
+        When this engine runs it and ``wait`` is given, wait that long for the run to stop at
+        its next task; past that (a tool still running), end it CANCELED now: the tool's
+        result is then discarded.
+        """
+        state = self._store.queue.request_cancel(workflow_exec_id)
+        with self._lock:
+            active = self._active.get(workflow_exec_id)
+        if active is None:
+            return state
+        active.run.stop(CANCEL)
+        if wait > 0 and not active.done.wait(wait):
+            self._end(active.run.claim, Status.CANCELED, "CANCELED", "canceled by request")
+            # The run's thread ends at its next write (the execution is terminal); nothing
+            # waits for that.
+            with self._lock:
+                self._active.pop(workflow_exec_id, None)
+            active.done.set()
+        return self._store.workflows.get_state(workflow_exec_id)
 
     def wait(self, workflow_exec_id: str, timeout: float | None = None) -> WorkflowState:
         """The execution once terminal; ``TimeoutError`` if it is not terminal in time."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            future = self._futures.get(workflow_exec_id)
-        if future is not None:
-            try:
-                future.result(timeout)
-            except TimeoutError:
-                raise TimeoutError(
-                    f"workflow execution {workflow_exec_id} is still running after {timeout}s"
-                ) from None
-            except CancelledError:
-                pass  # cancelled by close(wait=False), which stored it CANCELED
-        # Not (or no longer) ours: poll, since another engine or process may be running it.
+            active = self._active.get(workflow_exec_id)
+        if active is not None and not active.done.wait(timeout):
+            raise TimeoutError(
+                f"workflow execution {workflow_exec_id} is still running after {timeout}s"
+            )
+        # Poll: another engine or process may be running it (or run it next).
         while True:
             state = self._store.workflows.get_state(workflow_exec_id)
             if state.status.is_terminal:
@@ -146,132 +246,211 @@ class Engine:
                 )
             time.sleep(_POLL_SECONDS)
 
+    @property
+    def running(self) -> list[str]:
+        """The executions this engine holds claims on."""
+        with self._lock:
+            return sorted(self._active)
+
     def _check_open(self) -> None:
         if self._closed:
             raise CompozyError("the engine is closed; create a new Engine to run workflows")
 
-    def _create(self, definition: WorkflowDefinition, input: Any) -> WorkflowState:
-        """Validate the input, then store the execution PENDING (called under the lock)."""
-        value = definition.validate_input(input)
-        exec_id = new_id()
-        # Marked active before it is stored, so a concurrent recover never sees it as orphaned.
-        self._active.add(exec_id)
-        try:
-            state = WorkflowState(
-                workflow_exec_id=exec_id,
-                workflow_id=definition.id,
-                status=Status.PENDING,
-                input=value,
+    # --- the worker loop ---------------------------------------------------------------------
+
+    def _ensure_loop(self) -> None:
+        """Start the background thread (called under the lock)."""
+        if self._loop is None:
+            self._loop = threading.Thread(
+                target=self._work, name=f"compozy-worker-{self.worker_id}", daemon=True
             )
-            return self._store.workflows.upsert_state(state)
-        except BaseException:
-            self._active.discard(exec_id)
-            raise
+            self._loop.start()
 
-    def _forget(self, exec_id: str) -> None:
+    def _work(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self._renew()
+                self._claim()
+            except CompozyError as exc:  # the database may be down for a while: keep trying
+                _log.warning("Worker %s: %s", self.worker_id, exc)
+            self._wake.wait(self._poll)
+            self._wake.clear()
+
+    def _renew(self) -> None:
         with self._lock:
-            self._active.discard(exec_id)
-            self._futures.pop(exec_id, None)
+            claims = [active.run.claim for active in self._active.values()]
+        if not claims:
+            return
+        renewal = self._store.queue.renew(claims, lease=self._lease)
+        with self._lock:
+            for exec_id in renewal.lost:
+                if exec_id in self._active:
+                    self._active[exec_id].run.stop(_LOST)
+            for exec_id in renewal.cancel_requested:
+                if exec_id in self._active:
+                    self._active[exec_id].run.stop(CANCEL)
 
-    def _execute(
-        self, definition: WorkflowDefinition, state: WorkflowState, on_task: TaskCallback | None
-    ) -> None:
-        """Run to a terminal state; an unexpected error marks the execution ENGINE_ERROR."""
-        log = logging.getLogger(LOGGER_NAME)
-        exec_id = state.workflow_exec_id
+    def _claim(self) -> None:
+        with self._lock:
+            if not self._serving or self._closed:
+                return
+            free = self._capacity - sum(a.background for a in self._active.values())
+        if free < 1:
+            return
+        claims = self._store.queue.claim(
+            self.worker_id, limit=free, lease=self._lease, workflow_ids=list(self._definitions)
+        )
+        for claim in claims:
+            self._start_claimed(claim)
+
+    def _start_claimed(self, claim: Claim) -> None:
+        exec_id = claim.workflow_exec_id
+        try:
+            if claim.cancel_requested:
+                self._end(claim, Status.CANCELED, "CANCELED", "canceled by request")
+                return
+            if claim.previous_worker is not None and self._recovery == "fail":
+                self._end(
+                    claim,
+                    Status.FAILED,
+                    "INTERRUPTED",
+                    f"execution was interrupted: worker {claim.previous_worker} stopped "
+                    "renewing its lease (runtime.recovery is fail); start it again",
+                )
+                return
+            if claim.previous_worker is not None:
+                _log.warning(
+                    "Resuming execution %s: worker %s stopped renewing its lease",
+                    exec_id,
+                    claim.previous_worker,
+                )
+            state = self._store.workflows.get_state(exec_id)
+        except ClaimLost:
+            return
+        active = self._hold(state, claim, background=True)
+        threading.Thread(
+            target=self._execute,
+            args=(active, None),
+            name=f"compozy-workflow-{exec_id}",
+            daemon=True,  # a tool still running after shutdown must not keep the process alive
+        ).start()
+
+    def _hold(self, state: WorkflowState, claim: Claim, *, background: bool) -> _Active:
         run = WorkflowRun(
             self._store,
-            definition,
+            self.definition(state.workflow_id),
             state,
+            claim,
             self._templates,
             max_parallel_tasks=self._max_parallel_tasks,
-            on_task=on_task,
-            on_callback_error=lambda exc: log.warning(
-                "The on_task callback of execution %s raised %r; the run goes on.", exec_id, exc
-            ),
         )
+        active = _Active(run, background=background)
+        with self._lock:
+            self._active[state.workflow_exec_id] = active
+        return active
+
+    def _execute(self, active: _Active, on_task: TaskCallback | None) -> None:
+        """Run to a terminal state, or stop; an unexpected error marks it ENGINE_ERROR."""
+        run = active.run
+        claim = run.claim
+        exec_id = claim.workflow_exec_id
+        run.set_callbacks(on_task, self._callback_failed(exec_id))
         try:
             run.execute()
-        except Exception as exc:  # never leave an execution RUNNING, whatever went wrong
-            log.exception(
-                "Execution %s of workflow %s failed in the engine", exec_id, definition.id
+        except RunStopped as stopped:
+            if stopped.reason == CANCEL:
+                self._end(claim, Status.CANCELED, "CANCELED", "canceled by request")
+            elif stopped.reason == _LOST:
+                _log.warning("Execution %s is held by another worker now; stopped here", exec_id)
+        except ClaimLost as lost:
+            _log.warning("Stopped execution %s: %s", exec_id, lost)
+        except Exception as exc:  # noqa: BLE001 - never leave an execution RUNNING
+            _log.exception(
+                "Execution %s of workflow %s failed in the engine", exec_id, run.workflow_id
             )
-            try:
-                fail_execution(
-                    self._store,
-                    exec_id,
-                    "ENGINE_ERROR",
-                    f"the engine failed while running this execution: {exc}",
-                )
-            except Exception:  # the store itself may be what failed
-                log.exception(
-                    "Could not mark execution %s FAILED; the next recover_interrupted() of a "
-                    "new process will.",
-                    exec_id,
-                )
-
-    # --- recovery and shutdown ---------------------------------------------------------------
-
-    def recover_interrupted(self) -> list[str]:
-        """Mark FAILED (code INTERRUPTED) the RUNNING/PENDING executions no live engine runs.
-
-        Call it once when a long-lived process starts, before it starts new work: it assumes
-        that every stored running execution this engine did not start belongs to a process that
-        died, so two processes sharing one database must not both call it while running.
-        """
-        candidates = [
-            state
-            for status in (Status.RUNNING, Status.PENDING)
-            for state in self._store.workflows.list_states(WorkflowFilter(status=status))
-        ]
-        recovered: list[str] = []
-        for state in sorted(candidates, key=lambda s: s.workflow_exec_id):
-            exec_id = state.workflow_exec_id
+            self._end(
+                claim,
+                Status.FAILED,
+                "ENGINE_ERROR",
+                f"the engine failed while running this execution: {exc}",
+            )
+        finally:
             with self._lock:
-                if exec_id in self._active:
-                    continue
-            message = (
-                f"execution was interrupted: it was {state.status.value} when the process "
-                "running it stopped; start it again"
-            )
-            if fail_execution(self._store, exec_id, "INTERRUPTED", message):
-                recovered.append(exec_id)
-        if recovered:
-            logging.getLogger(LOGGER_NAME).warning(
-                "Marked %d interrupted execution(s) FAILED (code INTERRUPTED): %s",
-                len(recovered),
-                ", ".join(recovered),
-            )
-        return recovered
+                self._active.pop(exec_id, None)
+                self._started.discard(exec_id)
+            active.done.set()
+            self._wake.set()  # a slot is free: claim the next one now
 
-    def close(self, wait: bool = True) -> None:
-        """Stop taking work; ``wait=False`` also cancels queued executions (marked CANCELED)."""
+    def _callback_failed(self, exec_id: str) -> Any:
+        def report(exc: BaseException) -> None:
+            _log.warning(
+                "The on_task callback of execution %s raised %r; the run goes on.", exec_id, exc
+            )
+
+        return report
+
+    def _end(self, claim: Claim, status: Status, code: str, message: str) -> None:
+        """The claimed execution and its unfinished tasks end ``status``."""
+        try:
+            self._store.run_in_transaction(
+                lambda tx: tx.queue.abort(claim, status, {"message": message, "code": code})
+            )
+        except ClaimLost:
+            pass  # another worker holds it now, or it finished: nothing of ours to end
+        except CompozyError:  # the store itself may be what failed; the lease will expire
+            _log.exception(
+                "Could not mark execution %s %s; another worker resumes it once its lease expires",
+                claim.workflow_exec_id,
+                status.value,
+            )
+
+    # --- shutdown ----------------------------------------------------------------------------
+
+    def shutdown(self, grace: float) -> list[str]:
+        """Stop claiming, give running executions ``grace`` seconds to finish, then release
+        the rest (PENDING again, resumed by another worker at once) and stop the worker.
+        Returns the released executions."""
         with self._lock:
             self._closed = True
-            queued = dict(self._futures)
-        if wait:
-            # Also after an earlier close(wait=False): this is how a caller joins the threads.
-            self._pool.shutdown(wait=True)
-            return
-        for exec_id, future in queued.items():
-            if future.cancel():
-                self._cancel_queued(exec_id)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+            self._serving = False
+            waiting = list(self._active.values())
+        deadline = time.monotonic() + grace if math.isfinite(grace) else math.inf
+        for active in waiting:
+            left = deadline - time.monotonic()
+            active.done.wait(None if left == math.inf else max(left, 0))
+        released = []
+        with self._lock:
+            left_over = [a for a in self._active.values() if not a.done.is_set()]
+        for active in left_over:
+            active.run.stop(_RELEASED)
+            try:
+                self._store.queue.release(active.run.claim)
+                released.append(active.run.claim.workflow_exec_id)
+            except ClaimLost:
+                pass  # it finished (or was taken over) in the meantime
+            except CompozyError:
+                _log.exception(
+                    "Could not release execution %s; its lease expires in %gs",
+                    active.run.claim.workflow_exec_id,
+                    self._lease,
+                )
+        self._halt.set()
+        self._wake.set()
+        if self._loop is not None:
+            self._loop.join()
+        return sorted(released)
 
-    def _cancel_queued(self, exec_id: str) -> None:
-        try:
-            state = self._store.workflows.get_state(exec_id)
-            if state.status is Status.PENDING:
-                state.status = Status.CANCELED
-                state.error = {
-                    "message": "the engine was closed before this execution started",
-                    "code": "CANCELED",
-                }
-                self._store.workflows.upsert_state(state)
-        except CompozyError:
-            logging.getLogger(LOGGER_NAME).exception("Could not cancel execution %s", exec_id)
-        finally:
-            self._forget(exec_id)
+    def close(self, wait: bool = True) -> None:
+        """Finish the executions this engine started and is running, then stop the worker.
+
+        ``wait=False`` stops claiming and releases the running executions at once, for
+        another worker to resume; executions it started and nobody claimed stay PENDING.
+        """
+        with self._lock:
+            drain = sorted(self._started) if wait and not self._closed else []
+        for exec_id in drain:
+            self.wait(exec_id)  # still serving, so this engine runs them if nobody else does
+        self.shutdown(math.inf if wait else 0.0)
 
     def __enter__(self) -> Engine:
         return self
@@ -285,4 +464,4 @@ class Engine:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Engine {len(self._definitions)} workflow(s) on {self._store!r}>"
+        return f"<Engine {self.worker_id}: {len(self._definitions)} workflow(s) on {self._store!r}>"

@@ -1,11 +1,19 @@
-"""Runs one workflow execution: every task state change goes through the repositories.
+"""Runs one claimed workflow execution: every task state change goes through the repositories.
 
 A task is stored PENDING, then RUNNING, then SUCCESS (with its output) or FAILED (with a
 ``{"message", "code"}`` error). Children carry their parent's ``task_exec_id``. Sequential
 containers (the workflow itself, composite) store a child only when it starts, so the tasks
 after a failure never appear; fan-out containers (parallel, collection) store all their
-children PENDING first, so progress counts are right from the start, and mark the children
-that a ``fail_fast`` failure kept from starting CANCELED.
+children PENDING first (one statement batch, one transaction), so progress counts are right
+from the start, and mark the children that a ``fail_fast`` failure kept from starting CANCELED.
+
+Every write is one transaction fenced by the run's claim (``store.queue.fence``), retried on
+transient conflicts by ``Store.run_in_transaction``; a tool call is never inside it. A run that
+finds its claim gone (``ClaimLost``) or is asked to stop starts no new task and ends quietly.
+
+Resuming: tasks the execution already finished (under an earlier claim) are not run again; the
+outputs of the SUCCESS ones feed later templates. Unfinished tasks run again on their stored
+rows, so a tool runs at least once, not exactly once.
 """
 
 from __future__ import annotations
@@ -14,22 +22,25 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from compozy.core import Component, Status
-from compozy.core.values import check_json_object
+from compozy.core.values import check_json_object, utc_now
 from compozy.engine.definitions import TaskDefinition, WorkflowDefinition, route_key
 from compozy.engine.templates import TemplateFailure, Templates
 from compozy.engine.tools import resolve_tool, tool_outcome
 from compozy.errors import ValidationError
 from compozy.task import TaskFilter, TaskState
 from compozy.usage import UsageSummary
-from compozy.workflow import OutputTransformer, WorkflowState
+from compozy.workflow import Claim, OutputTransformer, WorkflowState
 
 if TYPE_CHECKING:
-    from compozy.store import Store
+    from compozy.store import Store, TransactionScope
 
-__all__ = ["ERROR_CODES", "TaskCallback", "WorkflowRun", "fail_execution"]
+__all__ = ["ERROR_CODES", "RunStopped", "TaskCallback", "WorkflowRun"]
+
+R = TypeVar("R")
 
 TaskCallback = Callable[[TaskState], None]
 
@@ -46,6 +57,18 @@ ERROR_CODES = (
 """Every ``error.code`` the engine writes (besides the store's OUTPUT_TRANSFORMATION_FAILED)."""
 
 _UNSET: Any = object()
+
+
+class RunStopped(Exception):
+    """Ends a run early without finishing it: canceled, released, or its claim was lost."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+CANCEL = "cancel"
+"""The stop reason of a run whose cancellation was requested."""
 
 
 class TaskFailure(Exception):
@@ -76,13 +99,14 @@ class _Outcome:
 
 
 class WorkflowRun:
-    """One execution of a definition; ``execute()`` runs it to a terminal state."""
+    """One claimed execution of a definition; ``execute()`` runs it to a terminal state."""
 
     def __init__(
         self,
         store: Store,
         definition: WorkflowDefinition,
         state: WorkflowState,
+        claim: Claim,
         templates: Templates,
         *,
         max_parallel_tasks: int,
@@ -92,6 +116,7 @@ class WorkflowRun:
         self._store = store
         self._definition = definition
         self._exec_id = state.workflow_exec_id
+        self._claim = claim
         self._input = dict(state.input or {})
         self._templates = templates
         self._max_parallel = max_parallel_tasks
@@ -99,33 +124,86 @@ class WorkflowRun:
         self._on_callback_error = on_callback_error
         self._finished: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()  # guards _finished and serialises on_task calls
+        self._stop_reason: str | None = None
+        # What earlier claims left: parent task_exec_id ("" for the top level) -> its children
+        # in creation order. Filled once, when the run starts.
+        self._earlier: dict[str, list[TaskState]] = {}
+
+    @property
+    def claim(self) -> Claim:
+        """The claim this run writes under."""
+        return self._claim
+
+    @property
+    def workflow_id(self) -> str:
+        """The id of the workflow definition this run executes."""
+        return self._definition.id
+
+    def set_callbacks(
+        self,
+        on_task: TaskCallback | None,
+        on_callback_error: Callable[[BaseException], None] | None,
+    ) -> None:
+        """Who hears of each stored task state change, and of a failing ``on_task``."""
+        self._on_task = on_task
+        self._on_callback_error = on_callback_error
+
+    def stop(self, reason: str) -> None:
+        """Start no new task; the run raises ``RunStopped(reason)`` at its next task."""
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
 
     # --- the workflow ----------------------------------------------------------------------
 
     def execute(self) -> WorkflowState:
-        """Run the tasks in order, stop at the first failure, and complete the workflow."""
-        self._store.workflows.update_status(self._exec_id, Status.RUNNING)
+        """Run the tasks in order, stop at the first failure, and complete the workflow.
+
+        Raises ``RunStopped`` when stopped or ``ClaimLost`` when another worker holds the
+        execution now; the caller decides what the execution becomes then.
+        """
+        self._load_earlier()
         for task in self._definition.tasks:
             state = self._run_task(task, None, _Scope())
             if state.status is not Status.SUCCESS:
                 return self._complete_failed(state)
         transformer = None if self._definition.outputs is None else self._outputs_transformer()
-        return self._store.workflows.complete_workflow(self._exec_id, transformer)
+        return self._write(lambda tx: tx.workflows.complete_workflow(self._exec_id, transformer))
+
+    def _load_earlier(self) -> None:
+        tasks = self._store.tasks.list_states(TaskFilter(workflow_exec_id=self._exec_id))
+        for task in tasks:  # oldest first
+            self._earlier.setdefault(task.parent_state_id or "", []).append(task)
+            if task.status is Status.SUCCESS:
+                self._record(task)
+
+    def _write(self, work: Callable[[TransactionScope], R]) -> R:
+        """``work`` in one transaction that holds this run's claim (``ClaimLost`` if gone)."""
+
+        def fenced(tx: TransactionScope) -> R:
+            tx.queue.fence(self._claim)
+            return work(tx)
+
+        return self._store.run_in_transaction(fenced)
 
     def _complete_failed(self, failed: TaskState) -> WorkflowState:
         # Say which task stopped the workflow; complete_workflow keeps an existing error.
-        # Nothing else writes this execution now, so re-writing the loaded state loses no usage.
         message = (failed.error or {}).get("message", "")
-        state = self._store.workflows.get_state(self._exec_id)
-        state.error = {
+        error = {
             "message": f"task {failed.task_id!r} failed: {message}",
             "code": "TASK_FAILED",
             "task_id": failed.task_id,
             "task_exec_id": failed.task_exec_id,
         }
-        self._store.workflows.upsert_state(state)
-        # No transformer: the output templates would read outputs that do not exist.
-        return self._store.workflows.complete_workflow(self._exec_id)
+
+        def complete(tx: TransactionScope) -> WorkflowState:
+            state = tx.workflows.get_state(self._exec_id)
+            state.error = error
+            tx.workflows.upsert_state(state)
+            # No transformer: the output templates would read outputs that do not exist.
+            return tx.workflows.complete_workflow(self._exec_id)
+
+        return self._write(complete)
 
     def _outputs_transformer(self) -> OutputTransformer:
         outputs = self._definition.outputs
@@ -150,6 +228,12 @@ class WorkflowRun:
             tool_id=task.tool if task.type == "basic" else None,
         )
 
+    def _earlier_state(self, parent: TaskState | None, task_id: str) -> TaskState | None:
+        """The latest state an earlier claim left for ``task_id`` under ``parent``."""
+        siblings = self._earlier.get("" if parent is None else parent.task_exec_id, [])
+        found = [t for t in siblings if t.task_id == task_id]
+        return found[-1] if found else None
+
     def _run_task(
         self,
         task: TaskDefinition,
@@ -157,7 +241,15 @@ class WorkflowRun:
         scope: _Scope,
         state: TaskState | None = None,
     ) -> TaskState:
-        """Run ``task`` (already stored PENDING when ``state`` is given) and return its end."""
+        """Run ``task`` (already stored when ``state`` is given) and return its end state."""
+        if state is None:
+            state = self._earlier_state(parent, task.id)
+        if state is not None and state.status.is_terminal:
+            self._record(state)  # finished under an earlier claim: kept as it is
+            return state
+        with self._lock:
+            if self._stop_reason is not None:
+                raise RunStopped(self._stop_reason)
         if state is None:
             state = self._new_state(task, parent)
             self._save(state)
@@ -174,13 +266,16 @@ class WorkflowRun:
             state.status = Status.SUCCESS
             state.output = outcome.output
             self._finish(state, outcome.usage)
+        self._record(state)
+        return state
+
+    def _record(self, state: TaskState) -> None:
         with self._lock:
-            self._finished[task.id] = {
+            self._finished[state.task_id] = {
                 "output": state.output,
                 "status": state.status.value,
                 "error": state.error,
             }
-        return state
 
     def _handle(self, task: TaskDefinition, state: TaskState, scope: _Scope) -> _Outcome:
         if task.type == "basic":
@@ -253,14 +348,14 @@ class WorkflowRun:
         *,
         parallel: bool,
     ) -> _Outcome:
-        pending = [self._new_state(child, state) for child, _ in children]
-        for child_state in pending:
-            self._save(child_state)
+        pending = self._earlier.get(state.task_exec_id, [])
+        if len(pending) != len(children):  # a new fan-out (children are stored all at once)
+            pending = self._store_children(state, [child for child, _ in children])
         stop = threading.Event()
 
         def run_one(index: int) -> TaskState:
             child_state = pending[index]
-            if stop.is_set():
+            if stop.is_set() and not child_state.status.is_terminal:
                 child_state.status = Status.CANCELED
                 child_state.error = {
                     "message": f"not started: a sibling under {task.id!r} failed (fail_fast)",
@@ -308,19 +403,34 @@ class WorkflowRun:
             raise TaskFailure("TEMPLATE_FAILED", f"{what}: {exc}") from None
 
     def _save(self, state: TaskState) -> None:
-        self._notify(self._store.tasks.upsert_state(state))
+        self._notify(self._write(lambda tx: tx.tasks.upsert_state(state)))
+
+    def _store_children(self, parent: TaskState, tasks: list[TaskDefinition]) -> list[TaskState]:
+        """Store a fan-out's children PENDING in one transaction, in a creation order that
+        a resumed run reads back the same (distinct created_at, one microsecond apart)."""
+        start = utc_now()
+        children = [self._new_state(task, parent) for task in tasks]
+        for index, child in enumerate(children):
+            child.created_at = start + timedelta(microseconds=index)
+        stored = self._write(lambda tx: [tx.tasks.upsert_state(child) for child in children])
+        for child in stored:
+            self._notify(child)
+        return stored
 
     def _finish(self, state: TaskState, usage: UsageSummary | None) -> None:
         """Store the final state and merge its usage in one transaction."""
         if usage is None:
             self._save(state)
             return
-        with self._store.transaction() as tx:
+
+        def finish(tx: TransactionScope) -> TaskState:
+            # Lock order: the workflow row (the fence holds it already), then the task's.
+            tx.workflows.merge_usage(self._exec_id, usage)
             # Set on the state before the upsert, which writes every column, usage included.
             state.usage = tx.tasks.merge_usage(state.task_exec_id, usage)
-            tx.workflows.merge_usage(self._exec_id, usage)
-            stored = tx.tasks.upsert_state(state)
-        self._notify(stored)
+            return tx.tasks.upsert_state(state)
+
+        self._notify(self._write(finish))
 
     def _notify(self, stored: TaskState) -> None:
         if self._on_task is None:
@@ -338,25 +448,3 @@ def _child_failure(failed: list[TaskState]) -> TaskFailure:
     message = (first.error or {}).get("message", first.status.value)
     others = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
     return TaskFailure("CHILD_FAILED", f"child task {first.task_id!r} failed{others}: {message}")
-
-
-def fail_execution(store: Store, workflow_exec_id: str, code: str, message: str) -> bool:
-    """Mark a non-terminal execution and its non-terminal tasks FAILED with this error code.
-
-    Returns False (and changes nothing) when the execution is already terminal. One
-    transaction, so a reader never sees the workflow FAILED with tasks still RUNNING.
-    """
-    error = {"message": message, "code": code}
-    with store.transaction() as tx:
-        state: WorkflowState = tx.workflows.get_state(workflow_exec_id)
-        if state.status.is_terminal:
-            return False
-        for task in tx.tasks.list_states(TaskFilter(workflow_exec_id=workflow_exec_id)):
-            if not task.status.is_terminal:
-                task.status = Status.FAILED
-                task.error = dict(error)
-                tx.tasks.upsert_state(task)
-        state.status = Status.FAILED
-        state.error = dict(error)
-        tx.workflows.upsert_state(state)
-    return True

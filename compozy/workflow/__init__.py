@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -210,8 +210,16 @@ class ExecutionQueue(Protocol):
     that has expired. Claims are taken oldest first; two workers never get the same claim.
     """
 
-    def claim(self, worker_id: str, *, limit: int, lease: float) -> list[Claim]:
-        """Claim up to ``limit`` claimable executions for ``lease`` seconds; they become RUNNING."""
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        limit: int,
+        lease: float,
+        workflow_ids: Collection[str] | None = None,
+    ) -> list[Claim]:
+        """Claim up to ``limit`` claimable executions (of these workflows only, when given) for
+        ``lease`` seconds, oldest first; they become RUNNING."""
         ...
 
     def claim_execution(self, workflow_exec_id: str, worker_id: str, *, lease: float) -> Claim:

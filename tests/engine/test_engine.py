@@ -1,20 +1,23 @@
-"""The engine around executions: the pool, wait, recovery of dead executions, close."""
+"""The engine around executions: claims, wait, resume after a dead worker, cancel, close."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 import pytest
 
 from compozy.core import Component, Status
 from compozy.engine import Engine, executor
-from compozy.errors import CompozyError
+from compozy.errors import CompozyError, ExecutionFinished
 from compozy.store import Store
 from compozy.task import TaskFilter, TaskState
-from compozy.workflow import WorkflowState
+from compozy.workflow import Claim, WorkflowFilter, WorkflowState, WorkflowSummary
 
 from . import tools_for_tests
 from .conftest import Define, MakeEngine
@@ -128,84 +131,229 @@ def test_ten_executions_started_at_once_all_succeed(
         assert final.usage.entries[0].prompt_tokens == 0 + 1 + 2 + 3
 
 
-# --- recovery -----------------------------------------------------------------------------------
+# --- recovery, fencing and cancel -------------------------------------------------------------
+
+CHAINED = """
+id: chained
+tasks:
+  - {id: first, tool: echo, with: {n: 1}}
+  - {id: second, tool: "TOOLS:add", with: {a: "{{ tasks.first.output.n }}", b: 10}}
+"""
 
 
-def _orphan(store: Store, status: Status, task_statuses: list[Status]) -> WorkflowState:
-    """Store an execution the way a process that died mid-run leaves it."""
-    state = store.workflows.upsert_state(WorkflowState(workflow_id="gated", status=status))
-    for index, task_status in enumerate(task_statuses):
-        store.tasks.upsert_state(
-            TaskState(
-                task_id=f"task{index}",
-                workflow_id="gated",
-                workflow_exec_id=state.workflow_exec_id,
-                component=Component.TOOL,
-                status=task_status,
-                tool_id="echo",
-                output={"kept": True} if task_status is Status.SUCCESS else None,
-            )
+def _orphan(store: Store, workflow_id: str, *, lease: float = 0.05) -> tuple[Claim, TaskState]:
+    """An execution as a worker that died mid-run leaves it: claimed under a short lease,
+    its first task SUCCESS with an output, its second RUNNING."""
+    state = store.workflows.upsert_state(
+        WorkflowState(workflow_id=workflow_id, status=Status.PENDING)
+    )
+    claim = store.queue.claim_execution(state.workflow_exec_id, "dead-worker", lease=lease)
+    first = store.tasks.upsert_state(
+        TaskState(
+            task_id="first",
+            workflow_id=workflow_id,
+            workflow_exec_id=state.workflow_exec_id,
+            component=Component.TOOL,
+            status=Status.SUCCESS,
+            tool_id="echo",
+            output={"n": 5},
         )
-    return state
+    )
+    store.tasks.upsert_state(
+        TaskState(
+            task_id="second",
+            workflow_id=workflow_id,
+            workflow_exec_id=state.workflow_exec_id,
+            component=Component.TOOL,
+            status=Status.RUNNING,
+            tool_id="x",
+        )
+    )
+    time.sleep(lease * 2)  # the lease runs out: nobody renews it
+    return claim, first
 
 
-def test_recover_interrupted_fails_dead_executions_and_leaves_live_ones(
+def _summary(store: Store, exec_id: str) -> WorkflowSummary:
+    return store.workflows.list_page(WorkflowFilter(workflow_exec_id=exec_id)).items[0]
+
+
+def test_an_execution_whose_lease_expired_is_resumed_keeping_finished_tasks(
+    define: Define, make_engine: MakeEngine, compozy_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    claim, first = _orphan(compozy_store, "chained")
+    engine = make_engine(define(CHAINED))
+
+    with caplog.at_level(logging.WARNING, logger="compozy.engine"):
+        engine.serve()
+        final = engine.wait(claim.workflow_exec_id, timeout=30)
+
+    assert final.status is Status.SUCCESS
+    # The finished task was kept, row and all, and its output fed the next task's template.
+    assert final.tasks["first"].task_exec_id == first.task_exec_id
+    assert final.tasks["first"].updated_at == first.updated_at
+    assert final.tasks["second"].output == {"sum": 15}
+    rows = compozy_store.tasks.list_states(TaskFilter(workflow_exec_id=claim.workflow_exec_id))
+    assert [t.task_id for t in rows] == ["first", "second"]  # re-run on its own row
+    summary = _summary(compozy_store, claim.workflow_exec_id)
+    assert (summary.worker_id, summary.claim_count) == (engine.worker_id, 2)
+    assert "dead-worker" in caplog.text
+
+
+def test_recovery_fail_ends_an_orphan_failed_interrupted(
+    define: Define, make_engine: MakeEngine, compozy_store: Store
+) -> None:
+    claim, _ = _orphan(compozy_store, "chained")
+    engine = make_engine(define(CHAINED), recovery="fail")
+
+    engine.serve()
+    final = engine.wait(claim.workflow_exec_id, timeout=30)
+
+    assert final.status is Status.FAILED
+    assert final.error is not None
+    assert final.error["code"] == "INTERRUPTED"
+    assert "dead-worker" in final.error["message"]
+    assert final.tasks["first"].status is Status.SUCCESS
+    assert final.tasks["second"].status is Status.FAILED
+    assert final.tasks["second"].error["code"] == "INTERRUPTED"  # type: ignore[index]
+
+
+def test_a_live_lease_of_another_worker_is_left_alone(
+    define: Define, make_engine: MakeEngine, compozy_store: Store
+) -> None:
+    state = compozy_store.workflows.upsert_state(
+        WorkflowState(workflow_id="chained", status=Status.PENDING)
+    )
+    compozy_store.queue.claim_execution(state.workflow_exec_id, "busy-worker", lease=60)
+    engine = make_engine(define(CHAINED), lease=0.4, poll_interval=0.05)
+
+    engine.serve()
+    # Several claim rounds of the serving engine go by.
+    with pytest.raises(TimeoutError):
+        engine.wait(state.workflow_exec_id, timeout=0.5)
+
+    summary = _summary(compozy_store, state.workflow_exec_id)
+    assert (summary.status, summary.worker_id, summary.claim_count) == (
+        Status.RUNNING,
+        "busy-worker",
+        1,
+    )
+    assert summary.task_status_counts == {}
+
+
+def test_a_worker_that_lost_its_claim_stops_and_another_finishes(
     define: Define,
     make_engine: MakeEngine,
     compozy_store: Store,
     gate_name: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    engine = make_engine(define(GATED), max_concurrent_workflows=1)
-    live = engine.start("gated", {"gate": gate_name})
-    queued = engine.start("gated", {"gate": gate_name})
-    running = _orphan(compozy_store, Status.RUNNING, [Status.SUCCESS, Status.RUNNING])
-    pending = _orphan(compozy_store, Status.PENDING, [])
-    done = _orphan(compozy_store, Status.SUCCESS, [Status.SUCCESS])
-
-    with caplog.at_level(logging.WARNING, logger="compozy.engine"):
-        recovered = engine.recover_interrupted()
-
-    assert sorted(recovered) == sorted([running.workflow_exec_id, pending.workflow_exec_id])
-    assert "INTERRUPTED" in caplog.text
-    for orphan in (running, pending):
-        state = compozy_store.workflows.get_state(orphan.workflow_exec_id)
-        assert state.status is Status.FAILED
-        assert state.error is not None
-        assert state.error["code"] == "INTERRUPTED"
-    tasks = compozy_store.workflows.get_state(running.workflow_exec_id).tasks
-    assert tasks["task0"].status is Status.SUCCESS
-    assert tasks["task0"].output == {"kept": True}
-    assert tasks["task1"].status is Status.FAILED
-    assert tasks["task1"].error["code"] == "INTERRUPTED"  # type: ignore[index]
-    assert compozy_store.workflows.get_state(done.workflow_exec_id).status is Status.SUCCESS
-    # The engine's own executions, running and queued, are untouched and still finish.
-    assert compozy_store.workflows.get_state(live).status in (Status.PENDING, Status.RUNNING)
-    assert compozy_store.workflows.get_state(queued).status is Status.PENDING
-    tools_for_tests.open_gate(gate_name)
-    assert engine.wait(live, timeout=30).status is Status.SUCCESS
-    assert engine.wait(queued, timeout=30).status is Status.SUCCESS
-
-
-def test_recover_interrupted_with_nothing_to_recover(
-    define: Define, make_engine: MakeEngine
-) -> None:
-    engine = make_engine(define(GATED))
-
-    assert engine.recover_interrupted() == []
-
-
-def test_a_new_engine_recovers_what_a_closed_one_left_running(
-    define: Define, make_engine: MakeEngine, compozy_store: Store
-) -> None:
     definitions = define(GATED)
-    orphan = _orphan(compozy_store, Status.RUNNING, [Status.RUNNING])
-    first = make_engine(definitions)
-    # The first engine never ran the orphan, so it counts as dead for any engine.
+    # One slot, which the blocked run keeps busy: the first worker cannot claim it back.
+    first = make_engine(definitions, max_concurrent_workflows=1)
+    exec_id = first.start("gated", {"gate": gate_name})
+    _until_running(compozy_store, exec_id, "hold")
+    held = _summary(compozy_store, exec_id)
+    assert held.worker_id == first.worker_id
+    # Taken away while its tool runs (as a release by the same claim would): the next write
+    # of the first worker is refused, and the task runs again elsewhere (at least once).
+    compozy_store.queue.release(
+        Claim(
+            workflow_exec_id=exec_id,
+            worker_id=first.worker_id,
+            claim_count=held.claim_count,
+            lease_expires_at=held.lease_expires_at or datetime.now(UTC),
+        )
+    )
     second = make_engine(definitions)
 
-    assert first.recover_interrupted() == [orphan.workflow_exec_id]
-    assert second.recover_interrupted() == []
+    with caplog.at_level(logging.WARNING, logger="compozy.engine"):
+        second.serve()
+        _until(lambda: _summary(compozy_store, exec_id).worker_id == second.worker_id)
+        tools_for_tests.open_gate(gate_name)
+        final = second.wait(exec_id, timeout=30)
+        first.close()
+
+    assert final.status is Status.SUCCESS
+    assert _summary(compozy_store, exec_id).worker_id == second.worker_id
+    assert f"Stopped execution {exec_id}" in caplog.text
+    hold = compozy_store.tasks.list_states(TaskFilter(workflow_exec_id=exec_id, task_id="hold"))
+    assert [t.status for t in hold] == [Status.SUCCESS]
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not become true in 30 s"
+        time.sleep(0.01)
+
+
+def _until_running(store: Store, exec_id: str, task_id: str) -> None:
+    def running() -> bool:
+        tasks = store.workflows.get_state(exec_id).tasks
+        return task_id in tasks and tasks[task_id].status is Status.RUNNING
+
+    _until(running)
+
+
+def test_cancel_ends_a_pending_execution_at_once(
+    define: Define, make_engine: MakeEngine, compozy_store: Store
+) -> None:
+    engine = make_engine(define(CHAINED))
+    state = compozy_store.workflows.upsert_state(
+        WorkflowState(workflow_id="chained", status=Status.PENDING)
+    )
+
+    canceled = engine.cancel(state.workflow_exec_id)
+
+    assert canceled.status is Status.CANCELED
+    assert canceled.error["code"] == "CANCELED"  # type: ignore[index]
+    with pytest.raises(ExecutionFinished, match=state.workflow_exec_id):
+        engine.cancel(state.workflow_exec_id)
+
+
+@pytest.mark.parametrize("through", ["engine", "store"])
+def test_cancel_of_a_running_execution_starts_no_new_task(
+    define: Define, make_engine: MakeEngine, compozy_store: Store, gate_name: str, through: str
+) -> None:
+    engine = make_engine(define(GATED), poll_interval=0.1)
+    exec_id = engine.start("gated", {"gate": gate_name})
+    _until_running(compozy_store, exec_id, "hold")
+
+    if through == "engine":
+        requested = engine.cancel(exec_id)
+    else:  # as the API or another machine does: the owning worker sees it at its next renewal
+        requested = compozy_store.queue.request_cancel(exec_id)
+    assert requested.status is Status.RUNNING
+    time.sleep(0.3)  # past a renewal: the worker has seen the request by now
+    tools_for_tests.open_gate(gate_name)
+    final = engine.wait(exec_id, timeout=30)
+
+    assert final.status is Status.CANCELED
+    assert final.error["code"] == "CANCELED"  # type: ignore[index]
+    assert final.tasks["hold"].status is Status.SUCCESS  # it was running: it finished
+    assert "after" not in final.tasks  # never started
+
+
+def test_close_without_wait_releases_running_executions_for_another_worker(
+    define: Define, make_engine: MakeEngine, compozy_store: Store, gate_name: str
+) -> None:
+    definitions = define(GATED)
+    engine = make_engine(definitions, max_concurrent_workflows=1)
+    running = engine.start("gated", {"gate": gate_name})
+    queued = engine.start("gated", {"gate": gate_name})
+    _until_running(compozy_store, running, "hold")
+
+    engine.close(wait=False)
+
+    released = _summary(compozy_store, running)
+    assert (released.status, released.worker_id) == (Status.PENDING, None)
+    assert released.task_status_counts == {Status.PENDING: 1}  # "hold" waits to run again
+    assert compozy_store.workflows.get_state(queued).status is Status.PENDING
+    tools_for_tests.open_gate(gate_name)
+    successor = make_engine(definitions)
+    successor.serve()
+    assert successor.wait(running, timeout=30).status is Status.SUCCESS
+    assert successor.wait(queued, timeout=30).status is Status.SUCCESS
 
 
 # --- engine errors and callbacks ----------------------------------------------------------------
@@ -264,23 +412,6 @@ def test_definitions_are_read_only(define: Define, make_engine: MakeEngine) -> N
     assert list(engine.definitions) == ["gated"]
     definitions.clear()
     assert list(engine.definitions) == ["gated"]  # the engine keeps its own copy
-
-
-def test_close_without_wait_cancels_queued_executions(
-    define: Define, make_engine: MakeEngine, compozy_store: Store, gate_name: str
-) -> None:
-    engine = make_engine(define(GATED), max_concurrent_workflows=1)
-    running = engine.start("gated", {"gate": gate_name})
-    queued = engine.start("gated", {"gate": gate_name})
-
-    engine.close(wait=False)
-
-    canceled = compozy_store.workflows.get_state(queued)
-    assert canceled.status is Status.CANCELED
-    assert canceled.error["code"] == "CANCELED"  # type: ignore[index]
-    assert engine.wait(queued, timeout=1).status is Status.CANCELED
-    tools_for_tests.open_gate(gate_name)
-    assert engine.wait(running, timeout=30).status is Status.SUCCESS
 
 
 def test_a_closed_engine_refuses_new_work(

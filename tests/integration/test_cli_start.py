@@ -36,10 +36,10 @@ tasks:
 outputs:
   greeting: "{{ tasks.greet.output.text }}"
 """,
-    "slow": """\
-id: slow
+    "nap": """\
+id: nap
 tasks:
-  - {id: nap, tool: sleep, with: {seconds: 60}}
+  - {id: nap, tool: sleep, with: {seconds: 1.5}}
 """,
 }
 
@@ -135,23 +135,26 @@ def test_start_runs_workflows_and_keeps_them_across_a_restart(
 
 
 @SHARED_BACKENDS
-def test_an_execution_running_when_the_process_dies_is_marked_interrupted_on_restart(
+def test_an_execution_running_when_the_process_dies_is_resumed_after_its_lease(
     tmp_path: Path, compozy_empty_database: TestDatabase
 ) -> None:
     project, key = _project(tmp_path / "p", compozy_empty_database)
+    (project / "compozy.yaml").write_text(
+        "workflows: [workflows/*.yaml]\nruntime: {lease: 1s, poll_interval: 0.2s}\n"
+    )
     headers = {"Authorization": f"Bearer {key}"}
     flags = db_flags(compozy_empty_database)
     with _serving(project, flags) as (client, process):
-        started = client.post("/api/v0/workflows/slow/executions", json={}, headers=headers)
+        started = client.post("/api/v0/workflows/nap/executions", json={}, headers=headers)
         path = f"/api/v0/executions/workflows/{started.json()['workflow_exec_id']}"
         _until(client, path, headers, {"RUNNING"})
-        process.kill()  # no clean shutdown: the execution is left RUNNING
+        process.kill()  # no clean shutdown: the execution is left RUNNING under a lease
         process.wait()
     with _serving(project, flags) as (client, process):
-        state = client.get(path, headers=headers).json()
-    assert state["status"] == "FAILED"
-    assert state["error"]["code"] == "INTERRUPTED"
-    assert "INTERRUPTED" in (process.stderr.read() if process.stderr else "")
+        state = _until(client, path, headers, {"SUCCESS", "FAILED"})
+    assert state["status"] == "SUCCESS"
+    assert state["tasks"][0]["status"] == "SUCCESS"
+    assert "Resuming execution" in (process.stderr.read() if process.stderr else "")
 
 
 def test_start_refuses_sqlite_with_pgvector(cli: Cli, tmp_path: Path) -> None:

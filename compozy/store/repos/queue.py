@@ -12,6 +12,7 @@ rows. Leases use this host's clock: worker hosts need clocks that agree to well 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -107,17 +108,26 @@ class SqlExecutionQueue(Repository):
             for r in taken
         ]
 
-    def claim(self, worker_id: str, *, limit: int, lease: float) -> list[Claim]:
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        limit: int,
+        lease: float,
+        workflow_ids: Collection[str] | None = None,
+    ) -> list[Claim]:
         worker_id = check_id(worker_id, "worker_id")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValidationError(f"limit is {limit!r}; give a whole number of at least 1")
         duration = _check_lease(lease)
+        select = sa.select(_WF.workflow_exec_id, _WF.worker_id).where(_claimable(utc_now()))
+        if workflow_ids is not None:
+            wanted = sorted({check_id(w, "workflow_ids") for w in workflow_ids})
+            if not wanted:
+                return []
+            select = select.where(_WF.workflow_id.in_(wanted))
         stmt = self._db.dialect.for_update(
-            sa.select(_WF.workflow_exec_id, _WF.worker_id)
-            .where(_claimable(utc_now()))
-            .order_by(_WF.created_at, _WF.workflow_exec_id)
-            .limit(limit),
-            skip_locked=True,
+            select.order_by(_WF.created_at, _WF.workflow_exec_id).limit(limit), skip_locked=True
         )
         with self._write() as conn:
             return self._take(conn, list(conn.execute(stmt)), worker_id, duration)
