@@ -51,7 +51,7 @@ def _startup_line(config: Config, location: str, host: str, port: int) -> str:
     database = config.database
     if database.driver == "sqlite":
         where = "in-memory" if database.path == ":memory:" else str(database.path)
-        guidance = "one writer at a time: for one process on one machine"
+        guidance = "one writer at a time: processes on this host only"
     else:
         where = location.removeprefix("postgres ")
         guidance = f"pool of {database.pool_size}+{database.max_overflow} connections"

@@ -168,7 +168,10 @@ class WorkflowRun:
             if state.status is not Status.SUCCESS:
                 return self._complete_failed(state)
         transformer = None if self._definition.outputs is None else self._outputs_transformer()
-        return self._write(lambda tx: tx.workflows.complete_workflow(self._exec_id, transformer))
+        return self._write(
+            lambda tx: tx.workflows.complete_workflow(self._exec_id, transformer),
+            workflow_row=True,
+        )
 
     def _load_earlier(self) -> None:
         tasks = self._store.tasks.list_states(TaskFilter(workflow_exec_id=self._exec_id))
@@ -177,11 +180,12 @@ class WorkflowRun:
             if task.status is Status.SUCCESS:
                 self._record(task)
 
-    def _write(self, work: Callable[[TransactionScope], R]) -> R:
-        """``work`` in one transaction that holds this run's claim (``ClaimLost`` if gone)."""
+    def _write(self, work: Callable[[TransactionScope], R], *, workflow_row: bool = False) -> R:
+        """``work`` in one transaction that holds this run's claim (``ClaimLost`` if gone);
+        ``workflow_row``: ``work`` updates the workflow's row too, so it is locked first."""
 
         def fenced(tx: TransactionScope) -> R:
-            tx.queue.fence(self._claim)
+            tx.queue.fence(self._claim, exclusive=workflow_row)
             return work(tx)
 
         return self._store.run_in_transaction(fenced)
@@ -203,7 +207,7 @@ class WorkflowRun:
             # No transformer: the output templates would read outputs that do not exist.
             return tx.workflows.complete_workflow(self._exec_id)
 
-        return self._write(complete)
+        return self._write(complete, workflow_row=True)
 
     def _outputs_transformer(self) -> OutputTransformer:
         outputs = self._definition.outputs
@@ -430,7 +434,7 @@ class WorkflowRun:
             state.usage = tx.tasks.merge_usage(state.task_exec_id, usage)
             return tx.tasks.upsert_state(state)
 
-        self._notify(self._write(finish))
+        self._notify(self._write(finish, workflow_row=True))
 
     def _notify(self, stored: TaskState) -> None:
         if self._on_task is None:

@@ -231,10 +231,16 @@ class ExecutionQueue(Protocol):
         """Extend the leases of claims still held; say which are lost or asked to cancel."""
         ...
 
-    def fence(self, claim: Claim) -> None:
+    def fence(self, claim: Claim, *, exclusive: bool = False) -> None:
         """Inside a transaction: lock the execution's row and raise ``ClaimLost`` unless the
         claim still holds it and it is not terminal. Writes after it in the transaction are
-        the claim owner's."""
+        the claim owner's (no claim, release or abort can come between).
+
+        The lock is shared (PostgreSQL ``FOR SHARE``), so the writes of one execution's
+        parallel tasks do not wait for each other; a transaction that will also update the
+        workflow row (``merge_usage``, ``complete_workflow``) passes ``exclusive=True``
+        (``FOR NO KEY UPDATE``): taking the row's strongest lock first keeps one lock order.
+        """
         ...
 
     def release(self, claim: Claim) -> None:

@@ -78,6 +78,11 @@ class Dialect(ABC):
         ``skip_locked``, rows another transaction holds are left out instead of waited for."""
         return stmt
 
+    def for_share(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
+        """Lock the selected rows against writers (not against other sharers) until the
+        transaction ends."""
+        return stmt
+
     @abstractmethod
     def serialize(self, conn: Connection, key: int) -> None:
         """Serialise transactions that pass the same ``key`` (until commit or rollback)."""

@@ -84,6 +84,9 @@ class PostgresDialect(Dialect):
         # workflow row), so "insert a task, then lock its workflow" cannot deadlock.
         return stmt.with_for_update(key_share=True, skip_locked=skip_locked)
 
+    def for_share(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
+        return stmt.with_for_update(read=True)
+
     def serialize(self, conn: Connection, key: int) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 

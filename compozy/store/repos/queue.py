@@ -190,16 +190,19 @@ class SqlExecutionQueue(Repository):
                 cancel.add(claim.workflow_exec_id)
         return Renewal(frozenset(lost), frozenset(cancel))
 
-    def _fence(self, conn: Connection, claim: Claim) -> None:
-        locked = self._db.statement("queue_row_for_update", lambda d: d.for_update(_ROW))
+    def _fence(self, conn: Connection, claim: Claim, *, exclusive: bool = True) -> None:
+        if exclusive:
+            locked = self._db.statement("queue_row_for_update", lambda d: d.for_update(_ROW))
+        else:
+            locked = self._db.statement("queue_row_for_share", lambda d: d.for_share(_ROW))
         row = conn.execute(locked, {"exec_id": claim.workflow_exec_id}).first()
         reason = _lost(claim, row)
         if reason is not None:
             raise ClaimLost(reason)
 
-    def fence(self, claim: Claim) -> None:
+    def fence(self, claim: Claim, *, exclusive: bool = False) -> None:
         with self._write(need_transaction="fence") as conn:
-            self._fence(conn, claim)
+            self._fence(conn, claim, exclusive=exclusive)
 
     def release(self, claim: Claim) -> None:
         now = now_param(utc_now())
