@@ -110,6 +110,7 @@ class Engine:
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._loop: threading.Thread | None = None
+        self._claiming = threading.Lock()  # held by a claim round; shutdown waits for it
 
     @property
     def definitions(self) -> Mapping[str, WorkflowDefinition]:
@@ -291,17 +292,18 @@ class Engine:
                     self._active[exec_id].run.stop(CANCEL)
 
     def _claim(self) -> None:
-        with self._lock:
-            if not self._serving or self._closed:
+        with self._claiming:
+            with self._lock:
+                if not self._serving or self._closed:
+                    return
+                free = self._capacity - sum(a.background for a in self._active.values())
+            if free < 1:
                 return
-            free = self._capacity - sum(a.background for a in self._active.values())
-        if free < 1:
-            return
-        claims = self._store.queue.claim(
-            self.worker_id, limit=free, lease=self._lease, workflow_ids=list(self._definitions)
-        )
-        for claim in claims:
-            self._start_claimed(claim)
+            claims = self._store.queue.claim(
+                self.worker_id, limit=free, lease=self._lease, workflow_ids=list(self._definitions)
+            )
+            for claim in claims:
+                self._start_claimed(claim)
 
     def _start_claimed(self, claim: Claim) -> None:
         exec_id = claim.workflow_exec_id
@@ -413,7 +415,9 @@ class Engine:
         with self._lock:
             self._closed = True
             self._serving = False
-            waiting = list(self._active.values())
+        with self._claiming:  # a claim round under way ends first: what it took is active
+            with self._lock:
+                waiting = list(self._active.values())
         deadline = time.monotonic() + grace if math.isfinite(grace) else math.inf
         for active in waiting:
             left = deadline - time.monotonic()
