@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
 
 from compozy.api.deps import ApiContext, AuthDependencies, IdPath, error_responses
 from compozy.api.models import (
-    APIKeyOut,
+    APIKeyPage,
     CreatedAPIKey,
     CreateUserRequest,
+    PageQuery,
     UserOut,
+    UserPage,
 )
-from compozy.api.serialize import api_key_out, created_api_key_out, user_out
+from compozy.api.serialize import api_key_page_out, created_api_key_out, user_out, user_page_out
 from compozy.auth import User
 from compozy.auth.keys import new_api_key
 
@@ -34,12 +38,13 @@ def admin_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
 
     @router.get(
         "/users",
-        summary="List users, newest first",
-        responses=error_responses(401, 403, 503),
+        summary="List users, newest first, a page at a time",
+        responses=error_responses(401, 403, 422, 503),
     )
-    def list_users() -> list[UserOut]:
-        """Every user, ordered by created_at, then id, descending."""
-        return [user_out(user) for user in ctx.store.auth.list_users()]
+    def list_users(query: Annotated[PageQuery, Query()]) -> UserPage:
+        """Users ordered by created_at, then id, descending; pass the page's `next_cursor` as
+        `cursor` for the next one."""
+        return user_page_out(ctx.store.auth.list_users_page(limit=query.limit, cursor=query.cursor))
 
     @router.delete(
         "/users/{user_id}",
@@ -69,13 +74,15 @@ def admin_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
 
     @router.get(
         "/users/{user_id}/api-keys",
-        summary="List a user's API keys, newest first",
+        summary="List a user's API keys, newest first, a page at a time",
         responses=error_responses(401, 403, 404, 422, 503),
     )
-    def list_api_keys(user_id: IdPath) -> list[APIKeyOut]:
-        """The user's keys (metadata only), ordered by created_at, then id, descending."""
+    def list_api_keys(user_id: IdPath, query: Annotated[PageQuery, Query()]) -> APIKeyPage:
+        """The user's keys (metadata only), ordered by created_at, then id, descending; pass the
+        page's `next_cursor` as `cursor` for the next one."""
         ctx.store.auth.get_user_by_id(user_id)  # 404 for an unknown user, not an empty list
-        return [api_key_out(key) for key in ctx.store.auth.list_api_keys_by_user_id(user_id)]
+        page = ctx.store.auth.list_api_keys_page(user_id, limit=query.limit, cursor=query.cursor)
+        return api_key_page_out(page)
 
     @router.delete(
         "/api-keys/{key_id}",

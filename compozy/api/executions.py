@@ -1,4 +1,4 @@
-"""Execution routes: start a workflow, list and read workflow and task executions."""
+"""Execution routes: start a workflow, list, read and cancel workflow and task executions."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from compozy.api.models import (
     StartExecutionRequest,
     TaskExecution,
     WorkflowExecutionDetail,
+    WorkflowExecutionPage,
     WorkflowExecutionSummary,
     WorkflowListQuery,
 )
@@ -21,17 +22,28 @@ from compozy.api.serialize import (
     progress_out,
     task_out,
     workflow_detail_out,
+    workflow_page_out,
     workflow_summary_out,
 )
 from compozy.core import Status
+from compozy.errors import WorkflowNotFound
+from compozy.store import TransactionScope
 from compozy.task import TaskFilter
-from compozy.workflow import WorkflowFilter
+from compozy.workflow import WorkflowFilter, WorkflowRepository, WorkflowSummary
 
-__all__ = ["executions_router"]
+__all__ = ["execution_summary", "executions_router"]
+
+
+def execution_summary(workflows: WorkflowRepository, exec_id: str) -> WorkflowSummary:
+    """One execution as a list shows it (task counts, worker, cancellation); 404 if unknown."""
+    page = workflows.list_page(WorkflowFilter(workflow_exec_id=exec_id), limit=1)
+    if not page.items:
+        raise WorkflowNotFound(f"workflow execution {exec_id} not found")
+    return page.items[0]
 
 
 def executions_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
-    """The routes under ``/api/v0`` that start and read executions (any valid key)."""
+    """The routes under ``/api/v0`` that start, read and cancel executions (any valid key)."""
     router = APIRouter(prefix="/api/v0", tags=["executions"], dependencies=[Depends(auth.user)])
 
     @router.post(
@@ -59,17 +71,24 @@ def executions_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
 
     @router.get(
         "/executions/workflows",
-        summary="List workflow executions, newest first",
+        summary="List workflow executions, newest first, a page at a time",
         responses=error_responses(401, 422, 503),
     )
     def list_workflow_executions(
         query: Annotated[WorkflowListQuery, Query()],
-    ) -> list[WorkflowExecutionSummary]:
-        """Executions ordered by created_at, then workflow_exec_id, descending; no task trees."""
-        states = ctx.store.workflows.list_states(
-            WorkflowFilter(status=query.status, workflow_id=query.workflow_id)
+    ) -> WorkflowExecutionPage:
+        """Executions ordered by created_at, then workflow_exec_id, descending; no task trees.
+
+        Keyset-paged: pass the page's `next_cursor` as `cursor` (with the same filters) for the
+        next one, which costs what the first costs; executions started meanwhile never repeat
+        one already seen.
+        """
+        page = ctx.store.workflows.list_page(
+            WorkflowFilter(status=query.status, workflow_id=query.workflow_id),
+            limit=query.limit,
+            cursor=query.cursor,
         )
-        return [workflow_summary_out(state) for state in states]
+        return workflow_page_out(page)
 
     @router.get(
         "/executions/workflows/{exec_id}",
@@ -78,9 +97,26 @@ def executions_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
     )
     def get_workflow_execution(exec_id: IdPath) -> WorkflowExecutionDetail:
         """The execution and every task state of it, children nested under their parents."""
-        state = ctx.store.workflows.get_state(exec_id)
+        summary = execution_summary(ctx.store.workflows, exec_id)
         tasks = ctx.store.tasks.list_states(TaskFilter(workflow_exec_id=exec_id))
-        return workflow_detail_out(state, tasks)
+        return workflow_detail_out(summary, tasks)
+
+    @router.post(
+        "/executions/workflows/{exec_id}/cancel",
+        status_code=202,
+        summary="Cancel a workflow execution",
+        responses=error_responses(401, 404, 409, 422, 503),
+    )
+    def cancel_workflow_execution(exec_id: IdPath) -> WorkflowExecutionSummary:
+        """A PENDING execution that no worker has claimed is CANCELED at once. A RUNNING one is
+        marked (`cancel_requested`) and its worker stops it, canceling its unfinished tasks,
+        within about a second. A finished execution cannot be canceled: 409."""
+
+        def cancel(tx: TransactionScope) -> WorkflowSummary:
+            tx.queue.request_cancel(exec_id)
+            return execution_summary(tx.workflows, exec_id)
+
+        return workflow_summary_out(ctx.store.run_in_transaction(cancel))
 
     @router.get(
         "/executions/tasks/{task_exec_id}",

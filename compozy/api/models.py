@@ -21,30 +21,36 @@ from pydantic import (
 )
 
 from compozy.auth import MAX_EMAIL_LENGTH, Role
-from compozy.core import Component, ExecutionType, Status
+from compozy.core import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Component, ExecutionType, Status
 from compozy.core.values import MAX_ID_LENGTH, check_json
 from compozy.errors import ValidationError
 
 __all__ = [
+    "CURSOR_PATTERN",
     "EMAIL_PATTERN",
     "ID_PATTERN",
+    "MAX_CURSOR_LENGTH",
     "MAX_INPUT_DEPTH",
     "PATTERN_MEANINGS",
     "STORABLE",
     "APIKeyOut",
+    "APIKeyPage",
     "CreateUserRequest",
     "CreatedAPIKey",
     "ErrorBody",
     "ErrorResponse",
     "ExecutionStarted",
     "HealthResponse",
+    "PageQuery",
     "Progress",
     "StartExecutionRequest",
     "TaskExecution",
     "TaskNode",
     "UsageEntryOut",
     "UserOut",
+    "UserPage",
     "WorkflowExecutionDetail",
+    "WorkflowExecutionPage",
     "WorkflowExecutionSummary",
     "WorkflowListQuery",
     "format_timestamp",
@@ -58,9 +64,14 @@ characters are listed rather than written ``\s``, which means different sets in 
 ``str.isspace`` the domain uses), in JSON Schema's ECMA dialect and in pydantic's Rust engine."""
 ID_PATTERN = r"^[^\x00]+$"
 """Ids may hold any character but U+0000, which neither database can store."""
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+"""Cursors are unpadded URL-safe base64: the alphabet is checked here, the content by the store."""
+MAX_CURSOR_LENGTH = 8192
+"""Ample for any cursor the store gives out (a timestamp and an id of up to 255 characters)."""
 PATTERN_MEANINGS = {
     EMAIL_PATTERN: "is not an email address of the form name@domain without spaces",
     ID_PATTERN: "contains the character U+0000, which cannot be stored",
+    CURSOR_PATTERN: "is not a cursor this server gave out; start again without a cursor",
 }
 """What a value failing each pattern is told, instead of the pattern itself."""
 MAX_INPUT_DEPTH = 64
@@ -153,6 +164,39 @@ class HealthResponse(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------
+# Pages
+
+_NEXT_CURSOR = (
+    "Pass it as `cursor` (with the same filters) to read the next page; null on the last page"
+)
+
+
+class PageQuery(BaseModel):
+    """``limit`` and ``cursor`` of a list route; an unknown parameter is a 422, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(
+        default=DEFAULT_PAGE_SIZE,
+        ge=1,
+        le=MAX_PAGE_SIZE,
+        description=f"Items per page, 1 to {MAX_PAGE_SIZE}",
+    )
+    cursor: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=MAX_CURSOR_LENGTH,
+            pattern=CURSOR_PATTERN,
+            description=(
+                "Opaque: the `next_cursor` of the previous page. Omit it for the first page; "
+                "one this server did not give out is a 422"
+            ),
+        ),
+    ] = None
+
+
+# ---------------------------------------------------------------------------------------------
 # Executions
 
 
@@ -175,11 +219,9 @@ class StartExecutionRequest(BaseModel):
         return _check_input(value)
 
 
-class WorkflowListQuery(BaseModel):
+class WorkflowListQuery(PageQuery):
     """Query of ``GET /api/v0/executions/workflows``; an unknown parameter is a 422, not ignored,
     so that a misspelt filter cannot silently list everything."""
-
-    model_config = ConfigDict(extra="forbid")
 
     status: Status | None = Field(default=None, description="Only executions in this status")
     workflow_id: Annotated[
@@ -264,6 +306,22 @@ class WorkflowExecutionSummary(BaseModel):
     task_status_counts: dict[str, int] = Field(
         description="Status -> how many of those latest task states have it (zeros omitted)"
     )
+    worker_id: str | None = Field(
+        description="The worker that claimed the execution last; null until one does"
+    )
+    claim_count: int = Field(
+        description="How many times a worker claimed the execution (more than 1: taken over)"
+    )
+    cancel_requested: bool = Field(
+        description="Cancellation was requested; a RUNNING execution's worker stops it shortly"
+    )
+
+
+class WorkflowExecutionPage(BaseModel):
+    """One page of workflow executions, newest first."""
+
+    items: list[WorkflowExecutionSummary]
+    next_cursor: str | None = Field(description=_NEXT_CURSOR)
 
 
 class WorkflowExecutionDetail(WorkflowExecutionSummary):
@@ -321,6 +379,13 @@ class UserOut(BaseModel):
     created_at: Timestamp
 
 
+class UserPage(BaseModel):
+    """One page of users, newest first."""
+
+    items: list[UserOut]
+    next_cursor: str | None = Field(description=_NEXT_CURSOR)
+
+
 class APIKeyOut(BaseModel):
     """An API key's metadata: never its hash, never its plaintext."""
 
@@ -329,6 +394,13 @@ class APIKeyOut(BaseModel):
     prefix: str = Field(description="The public part of the key, to tell keys apart")
     created_at: Timestamp
     last_used: Timestamp | None
+
+
+class APIKeyPage(BaseModel):
+    """One page of a user's API keys (metadata only), newest first."""
+
+    items: list[APIKeyOut]
+    next_cursor: str | None = Field(description=_NEXT_CURSOR)
 
 
 class CreatedAPIKey(APIKeyOut):

@@ -11,28 +11,35 @@ from typing import Any
 
 from compozy.api.models import (
     APIKeyOut,
+    APIKeyPage,
     CreatedAPIKey,
     Progress,
     TaskExecution,
     TaskNode,
     UsageEntryOut,
     UserOut,
+    UserPage,
     WorkflowExecutionDetail,
+    WorkflowExecutionPage,
     WorkflowExecutionSummary,
 )
 from compozy.auth import APIKey, User
+from compozy.core import Page
 from compozy.task import ProgressInfo, TaskState
 from compozy.usage import UsageSummary
-from compozy.workflow import WorkflowState
+from compozy.workflow import WorkflowSummary
 
 __all__ = [
     "api_key_out",
+    "api_key_page_out",
     "created_api_key_out",
     "progress_out",
     "task_out",
     "task_tree_out",
     "user_out",
+    "user_page_out",
     "workflow_detail_out",
+    "workflow_page_out",
     "workflow_summary_out",
 ]
 
@@ -108,33 +115,44 @@ def task_tree_out(tasks: list[TaskState]) -> list[TaskNode]:
     return roots
 
 
-def _workflow_fields(state: WorkflowState) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for task in state.tasks.values():
-        counts[task.status.value] = counts.get(task.status.value, 0) + 1
+def _workflow_fields(summary: WorkflowSummary) -> dict[str, Any]:
+    counts = {status.value: n for status, n in summary.task_status_counts.items() if n}
     return {
-        "workflow_exec_id": state.workflow_exec_id,
-        "workflow_id": state.workflow_id,
-        "status": state.status,
-        "usage": _usage_out(state.usage),
-        "input": state.input,
-        "output": state.output,
-        "error": state.error,
-        "created_at": _stored(state.created_at, "created_at"),
-        "updated_at": _stored(state.updated_at, "updated_at"),
-        "task_count": len(state.tasks),
+        "workflow_exec_id": summary.workflow_exec_id,
+        "workflow_id": summary.workflow_id,
+        "status": summary.status,
+        "usage": _usage_out(summary.usage),
+        "input": summary.input,
+        "output": summary.output,
+        "error": summary.error,
+        "created_at": summary.created_at,
+        "updated_at": summary.updated_at,
+        "task_count": summary.task_count,
         "task_status_counts": dict(sorted(counts.items())),
+        "worker_id": summary.worker_id,
+        "claim_count": summary.claim_count,
+        "cancel_requested": summary.cancel_requested_at is not None,
     }
 
 
-def workflow_summary_out(state: WorkflowState) -> WorkflowExecutionSummary:
+def workflow_summary_out(summary: WorkflowSummary) -> WorkflowExecutionSummary:
     """The execution as a list item."""
-    return WorkflowExecutionSummary(**_workflow_fields(state))
+    return WorkflowExecutionSummary(**_workflow_fields(summary))
 
 
-def workflow_detail_out(state: WorkflowState, tasks: list[TaskState]) -> WorkflowExecutionDetail:
+def workflow_page_out(page: Page[WorkflowSummary]) -> WorkflowExecutionPage:
+    """A page of executions as sent."""
+    return WorkflowExecutionPage(
+        items=[workflow_summary_out(summary) for summary in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+def workflow_detail_out(
+    summary: WorkflowSummary, tasks: list[TaskState]
+) -> WorkflowExecutionDetail:
     """The execution with ``tasks`` (all its task states, oldest first) as a tree."""
-    return WorkflowExecutionDetail(**_workflow_fields(state), tasks=task_tree_out(tasks))
+    return WorkflowExecutionDetail(**_workflow_fields(summary), tasks=task_tree_out(tasks))
 
 
 def progress_out(progress: ProgressInfo) -> Progress:
@@ -174,9 +192,19 @@ def _api_key_fields(key: APIKey) -> dict[str, Any]:
     }
 
 
+def user_page_out(page: Page[User]) -> UserPage:
+    """A page of users as sent."""
+    return UserPage(items=[user_out(user) for user in page.items], next_cursor=page.next_cursor)
+
+
 def api_key_out(key: APIKey) -> APIKeyOut:
     """The key's metadata as sent."""
     return APIKeyOut(**_api_key_fields(key))
+
+
+def api_key_page_out(page: Page[APIKey]) -> APIKeyPage:
+    """A page of keys' metadata as sent."""
+    return APIKeyPage(items=[api_key_out(key) for key in page.items], next_cursor=page.next_cursor)
 
 
 def created_api_key_out(key: APIKey, plaintext: str) -> CreatedAPIKey:

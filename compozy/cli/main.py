@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from compozy import __version__
+from compozy.cli.executions import executions_app
 from compozy.cli.init import init
 from compozy.cli.migrate import migrate_app
 from compozy.cli.run import run
@@ -40,6 +41,7 @@ app.command("run")(run)
 app.command("start")(start)
 app.command("worker")(worker)
 app.add_typer(migrate_app, name="migrate")
+app.add_typer(executions_app, name="executions")
 
 
 def _print_version(value: bool) -> None:

@@ -415,9 +415,9 @@ class Engine:
         with self._lock:
             self._closed = True
             self._serving = False
-        with self._claiming:  # a claim round under way ends first: what it took is active
-            with self._lock:
-                waiting = list(self._active.values())
+        # A claim round under way ends first, so what it took is among the active runs.
+        with self._claiming, self._lock:
+            waiting = list(self._active.values())
         deadline = time.monotonic() + grace if math.isfinite(grace) else math.inf
         for active in waiting:
             left = deadline - time.monotonic()

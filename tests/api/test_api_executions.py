@@ -37,7 +37,7 @@ def three_executions(workflow_factory: Any) -> list[Any]:
 
 def _ids(response: Any) -> list[str]:
     assert response.status_code == 200, response.text
-    return [item["workflow_exec_id"] for item in response.json()]
+    return [item["workflow_exec_id"] for item in response.json()["items"]]
 
 
 def test_list_is_newest_first(client: TestClient, member: Any, three_executions: list[Any]) -> None:
@@ -87,7 +87,7 @@ def test_list_items_carry_counts_not_the_task_map(
     task_factory.create(workflow=state, status=Status.SUCCESS)
     task_factory.create(workflow=state, status=Status.SUCCESS)
     task_factory.create(workflow=state, status=Status.FAILED)
-    [item] = client.get(WORKFLOWS, headers=member.headers).json()
+    [item] = client.get(WORKFLOWS, headers=member.headers).json()["items"]
     assert "tasks" not in item
     assert item["task_count"] == 3
     assert item["task_status_counts"] == {"FAILED": 1, "SUCCESS": 2}

@@ -51,6 +51,7 @@ def test_openapi_document_is_public_and_lists_every_route(client: TestClient) ->
         ("POST", "/api/v0/workflows/{workflow_id}/executions"),
         ("GET", "/api/v0/executions/workflows"),
         ("GET", "/api/v0/executions/workflows/{exec_id}"),
+        ("POST", "/api/v0/executions/workflows/{exec_id}/cancel"),
         ("GET", "/api/v0/executions/tasks/{task_exec_id}"),
         ("GET", "/api/v0/executions/tasks/{task_exec_id}/progress"),
         ("POST", "/api/v0/users"),

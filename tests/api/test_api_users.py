@@ -98,10 +98,10 @@ def test_list_users_newest_first(
     others = [user_factory.create() for _ in range(3)]
     response = client.get(USERS, headers=admin.headers)
     assert response.status_code == 200
-    ids = [user["id"] for user in response.json()]
+    ids = [user["id"] for user in response.json()["items"]]
     assert ids == [u.id for u in compozy_store.auth.list_users()]
     assert set(ids) == {admin.user.id, *(u.id for u in others)}
-    created = [user["created_at"] for user in response.json()]
+    created = [user["created_at"] for user in response.json()["items"]]
     assert created == sorted(created, reverse=True)
 
 
@@ -146,7 +146,7 @@ def test_created_key_is_shown_once_and_authenticates(
     listing = client.get(f"{USERS}/{member.user.id}/api-keys", headers=admin.headers)
     assert listing.status_code == 200
     assert plaintext not in listing.text
-    keys = {key["id"]: key for key in listing.json()}
+    keys = {key["id"]: key for key in listing.json()["items"]}
     assert set(keys) == {body["id"], member.key.id}
     for key in keys.values():
         assert set(key) == {"id", "user_id", "prefix", "created_at", "last_used"}
@@ -160,7 +160,7 @@ def test_list_keys_newest_first(
         api_key_factory.create(user=member.user)
     response = client.get(f"{USERS}/{member.user.id}/api-keys", headers=admin.headers)
     expected = [k.id for k in compozy_store.auth.list_api_keys_by_user_id(member.user.id)]
-    assert [key["id"] for key in response.json()] == expected
+    assert [key["id"] for key in response.json()["items"]] == expected
     assert len(expected) == 3
 
 

@@ -99,7 +99,7 @@ def test_start_then_read_the_finished_execution_and_its_tree(
         params={"workflow_id": "hello", "status": "SUCCESS"},
         headers=member.headers,
     )
-    assert [item["workflow_exec_id"] for item in listing.json()] == [exec_id]
+    assert [item["workflow_exec_id"] for item in listing.json()["items"]] == [exec_id]
 
 
 def test_unknown_workflow_is_404_and_nothing_is_stored(
