@@ -59,10 +59,10 @@ def keyset(
         if not isinstance(cursor, str):
             raise ValidationError(_BAD_CURSOR.format(cursor=cursor))
         at, last = decode_cursor(cursor)
-        at_param = sa.literal(at, UTCDateTime())
-        stmt = stmt.where(
-            sa.or_(created_at < at_param, sa.and_(created_at == at_param, key < last))
-        )
+        # A row-value comparison: both databases read it as a range of the (created_at, id)
+        # index, where the equivalent OR of two conditions scans everything before the cursor.
+        position = sa.tuple_(sa.literal(at, UTCDateTime()), sa.literal(last, key.type))
+        stmt = stmt.where(sa.tuple_(created_at, key) < position)
     return stmt.order_by(created_at.desc(), key.desc()).limit(limit + 1)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from compozy.core import RUNNING_STATUSES, Status
+from compozy.core import RUNNING_STATUSES, TERMINAL_STATUSES, Status
 from compozy.core.values import check_enum, check_id, check_json_object, utc_now
 from compozy.errors import ClaimLost, ExecutionFinished, ValidationError, WorkflowNotFound
 from compozy.store.repos.common import Repository, not_before, now_param
@@ -30,6 +30,7 @@ from compozy.workflow import Claim, Renewal, WorkflowState
 _WF = workflow_states.c
 _T = task_states.c
 _QUEUED = (Status.PENDING.value, Status.RUNNING.value)
+_TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 _UNFINISHED_TASKS = tuple(s.value for s in sorted(RUNNING_STATUSES))
 _ROW = sa.select(
     _WF.workflow_exec_id, _WF.status, _WF.worker_id, _WF.claim_count, _WF.lease_expires_at
@@ -55,7 +56,7 @@ def _lost(claim: Claim, row: Row[Any] | None) -> str | None:
     exec_id = claim.workflow_exec_id
     if row is None:
         return f"workflow execution {exec_id} no longer exists"
-    if row.status not in _QUEUED:
+    if row.status in _TERMINAL:
         return f"workflow execution {exec_id} is {row.status} already"
     if row.worker_id != claim.worker_id or row.claim_count != claim.claim_count:
         owner = row.worker_id or "nobody (it was released)"
@@ -141,10 +142,10 @@ class SqlExecutionQueue(Repository):
             row = conn.execute(locked, {"exec_id": workflow_exec_id}).first()
             if row is None:
                 raise WorkflowNotFound(f"workflow execution {workflow_exec_id} not found")
-            if row.status not in _QUEUED:
+            if row.status in _TERMINAL:
                 raise ExecutionFinished(
                     f"workflow execution {workflow_exec_id} is {row.status} already; "
-                    "only PENDING or RUNNING executions can be claimed"
+                    "a finished execution cannot be claimed"
                 )
             now = utc_now()
             held = row.worker_id not in (None, worker_id)
@@ -170,7 +171,7 @@ class SqlExecutionQueue(Repository):
                     .where(
                         _WF.workflow_exec_id.in_([c.workflow_exec_id for c in own]),
                         _WF.worker_id == worker_id,
-                        _WF.status.in_(_QUEUED),
+                        _WF.status.not_in(_TERMINAL),
                     )
                     .values(
                         lease_expires_at=sa.bindparam(
@@ -264,10 +265,10 @@ class SqlExecutionQueue(Repository):
             row = conn.execute(locked, {"exec_id": workflow_exec_id}).first()
             if row is None:
                 raise WorkflowNotFound(f"workflow execution {workflow_exec_id} not found")
-            if row.status not in _QUEUED:
+            if row.status in _TERMINAL:
                 raise ExecutionFinished(
                     f"workflow execution {workflow_exec_id} is {row.status} already; "
-                    "only PENDING or RUNNING executions can be canceled"
+                    "a finished execution cannot be canceled"
                 )
             now = now_param(utc_now())
             conn.execute(
@@ -278,7 +279,7 @@ class SqlExecutionQueue(Repository):
                     updated_at=not_before(_WF.updated_at, now),
                 )
             )
-            if row.status == Status.PENDING.value and row.worker_id is None:
-                error = {"message": "canceled before any worker started it", "code": "CANCELED"}
+            if row.worker_id is None:  # nobody runs it: nobody else would end it
+                error = {"message": "canceled while no worker ran it", "code": "CANCELED"}
                 self._end(conn, workflow_exec_id, Status.CANCELED, error)
             return SqlWorkflowRepository(self._db, conn).get_state(workflow_exec_id)
