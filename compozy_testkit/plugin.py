@@ -23,6 +23,11 @@ from compozy_testkit.session import (
     postgres_unavailable,
 )
 
+# The contract classes live in this package, not in the test files that subclass them: without
+# this, pytest would not rewrite their asserts, and a failure would show no values. (Nothing
+# above imports compozy_testkit.contract, so its modules are still to be imported.)
+pytest.register_assert_rewrite("compozy_testkit.contract")
+
 STATE_KEY = pytest.StashKey[KitState]()
 _NO_POSTGRES = "no PostgreSQL: "
 MARKER = "compozy_backends"

@@ -13,6 +13,8 @@ conftest may override to put another implementation under test)::
 from compozy_testkit.contract.auth import AuthRepositoryContract
 from compozy_testkit.contract.concurrency import ConcurrencyContract
 from compozy_testkit.contract.migrations import MigrationContract
+from compozy_testkit.contract.paging import PagingContract
+from compozy_testkit.contract.queue import ExecutionQueueContract
 from compozy_testkit.contract.task import TaskRepositoryContract
 from compozy_testkit.contract.transactions import TransactionContract
 from compozy_testkit.contract.values import ValueContract
@@ -21,7 +23,9 @@ from compozy_testkit.contract.workflow import WorkflowRepositoryContract
 __all__ = [
     "AuthRepositoryContract",
     "ConcurrencyContract",
+    "ExecutionQueueContract",
     "MigrationContract",
+    "PagingContract",
     "TaskRepositoryContract",
     "TransactionContract",
     "ValueContract",

@@ -6,6 +6,7 @@ plugin (a database with no schema on the current backend), not only ``compozy_st
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 from typing import Any
@@ -16,11 +17,20 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from compozy.core import Status
 from compozy.errors import CompozyError, ValidationError
 from compozy.store import Store, migrations
 from compozy.store.migrations.sqlfile import SQL_DIR, read_section
-from compozy.store.tables import CHECK_CONSTRAINTS, TABLES, metadata
-from compozy_testkit.contract._build import workflow
+from compozy.store.tables import (
+    CHECK_CONSTRAINTS,
+    TABLES,
+    api_keys,
+    metadata,
+    task_states,
+    users,
+    workflow_states,
+)
+from compozy_testkit.contract._build import at, workflow
 from compozy_testkit.databases import TestDatabase
 
 APP_TABLES = {t.name for t in TABLES}
@@ -41,6 +51,21 @@ def _schema(store: Store) -> dict[str, Any]:
                 sorted(str(i["name"]) for i in inspector.get_indexes(table)),
             )
             for table in sorted(set(inspector.get_table_names()) - {"alembic_version"})
+        }
+
+
+def _row_ids(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows of every table as (key, status or owner), read with plain SQL."""
+    queries = {
+        "workflow_states": "SELECT workflow_exec_id, status FROM workflow_states",
+        "task_states": "SELECT task_exec_id, workflow_exec_id, status FROM task_states",
+        "users": "SELECT id, email FROM users",
+        "api_keys": "SELECT id, user_id FROM api_keys",
+    }
+    with store.database.engine.connect() as conn:
+        return {
+            table: sorted(tuple(row) for row in conn.execute(sa.text(sql)))
+            for table, sql in queries.items()
         }
 
 
@@ -154,6 +179,128 @@ class MigrationContract:
         migrations.downgrade(store.database, to=migrations.revisions()[0])
         migrations.upgrade(store.database)
         assert store.workflows.get_state(stored.workflow_exec_id) == stored
+
+    def test_rows_written_before_0003_survive_its_up_and_down_and_are_read_and_claimed(
+        self, compozy_empty_database: TestDatabase
+    ) -> None:
+        store = compozy_empty_database.open()
+        db = store.database
+        migrations.upgrade(db, "0002")
+        key_print = hashlib.sha256(b"k1").digest()
+        with db.engine.begin() as conn:  # the columns 0002 has, written as a 0002 compozy did
+            conn.execute(
+                sa.insert(workflow_states),
+                [
+                    {
+                        "workflow_exec_id": "old-running",
+                        "workflow_id": "legacy",
+                        "status": "RUNNING",
+                        "input": {"q": 1},
+                        "output": None,
+                        "created_at": at(1),
+                        "updated_at": at(1),
+                    },
+                    {
+                        "workflow_exec_id": "old-done",
+                        "workflow_id": "legacy",
+                        "status": "SUCCESS",
+                        "input": None,
+                        "output": {"answer": 42},
+                        "created_at": at(2),
+                        "updated_at": at(3),
+                    },
+                ],
+            )
+            conn.execute(
+                sa.insert(task_states),
+                [
+                    {
+                        "task_exec_id": f"t-{exec_id}",
+                        "task_id": "t",
+                        "workflow_id": "legacy",
+                        "workflow_exec_id": exec_id,
+                        "component": "task",
+                        "status": status,
+                        "execution_type": "basic",
+                        "created_at": at(4),
+                        "updated_at": at(4),
+                    }
+                    for exec_id, status in (("old-running", "RUNNING"), ("old-done", "SUCCESS"))
+                ],
+            )
+            conn.execute(
+                sa.insert(users),
+                {
+                    "id": "u1",
+                    "email": "Ada@example.com",
+                    "email_key": "ada@example.com",
+                    "role": "admin",
+                    "created_at": at(0),
+                },
+            )
+            conn.execute(
+                sa.insert(api_keys),
+                {
+                    "id": "k1",
+                    "user_id": "u1",
+                    "prefix": "pfx1",
+                    "hash": b"bcrypt-hash",
+                    "fingerprint": key_print,
+                    "created_at": at(0),
+                },
+            )
+        before = _row_ids(store)
+
+        migrations.upgrade(db)
+        assert _row_ids(store) == before
+        with db.engine.connect() as conn:
+            claims = conn.execute(
+                sa.text(
+                    "SELECT workflow_exec_id, worker_id, lease_expires_at, claim_count,"
+                    " cancel_requested_at FROM workflow_states ORDER BY workflow_exec_id"
+                )
+            ).all()
+        assert [tuple(r) for r in claims] == [
+            ("old-done", None, None, 0, None),
+            ("old-running", None, None, 0, None),
+        ]
+        running, done = (
+            store.workflows.get_state("old-running"),
+            store.workflows.get_state("old-done"),
+        )
+        assert (running.status, running.input, running.created_at) == (
+            Status.RUNNING,
+            {"q": 1},
+            at(1),
+        )
+        assert (done.status, done.output, done.updated_at) == (
+            Status.SUCCESS,
+            {"answer": 42},
+            at(3),
+        )
+        assert {k: t.status for k, t in running.tasks.items()} == {"t": Status.RUNNING}
+        assert {k: t.status for k, t in done.tasks.items()} == {"t": Status.SUCCESS}
+        summaries = store.workflows.list_page().items
+        assert [(s.workflow_exec_id, s.worker_id, s.claim_count) for s in summaries] == [
+            ("old-done", None, 0),
+            ("old-running", None, 0),
+        ]
+        assert store.auth.get_user_by_email("ada@EXAMPLE.com").id == "u1"
+        assert [u.id for u in store.auth.list_users_page().items] == ["u1"]
+        assert store.auth.get_api_key_by_fingerprint(key_print).id == "k1"
+        assert [k.id for k in store.auth.list_api_keys_page("u1").items] == ["k1"]
+        # An execution RUNNING before workers claimed has no owner: a worker can take it.
+        claimed = store.queue.claim("w1", limit=10, lease=30)
+        assert [(c.workflow_exec_id, c.claim_count, c.previous_worker) for c in claimed] == [
+            ("old-running", 1, None)
+        ]
+
+        migrations.downgrade(db, to="0002")
+        assert migrations.status(db).current == "0002"
+        assert _row_ids(store) == before
+        with db.engine.connect() as conn:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("workflow_states")}
+        assert "claim_count" not in columns
 
     def test_auto_migrate_brings_a_new_database_to_the_head(
         self, compozy_empty_database: TestDatabase

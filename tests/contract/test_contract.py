@@ -3,7 +3,9 @@
 from compozy_testkit.contract import (
     AuthRepositoryContract,
     ConcurrencyContract,
+    ExecutionQueueContract,
     MigrationContract,
+    PagingContract,
     TaskRepositoryContract,
     TransactionContract,
     ValueContract,
@@ -36,4 +38,12 @@ class TestMigrations(MigrationContract):
 
 
 class TestValues(ValueContract):
+    pass
+
+
+class TestExecutionQueue(ExecutionQueueContract):
+    pass
+
+
+class TestPaging(PagingContract):
     pass

@@ -7,7 +7,9 @@ To put another implementation of the repository protocols under the same tests, 
 from compozy_testkit.contract import (
     AuthRepositoryContract,
     ConcurrencyContract,
+    ExecutionQueueContract,
     MigrationContract,
+    PagingContract,
     TaskRepositoryContract,
     TransactionContract,
     ValueContract,
@@ -36,6 +38,14 @@ class TestConcurrency(ConcurrencyContract):
 
 
 class TestMigrations(MigrationContract):
+    pass
+
+
+class TestExecutionQueue(ExecutionQueueContract):
+    pass
+
+
+class TestPaging(PagingContract):
     pass
 
 
