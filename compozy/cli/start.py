@@ -95,10 +95,10 @@ def start(
             uvicorn.Config(app, host=server.host, port=server.port, log_level="warning"), engine
         )
         stopper = Stopper(http.stop, hint=": the leases expire and other workers resume")
-        with stopper.installed():
+        with stopper.installed():  # through the graceful stop: a second signal exits at once
             http.run()
-        if http.bound:
-            stop_gracefully(engine, config.runtime.shutdown_grace)
+            if http.bound:
+                stop_gracefully(engine, config.runtime.shutdown_grace)
 
 
 class _Server:

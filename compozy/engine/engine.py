@@ -427,16 +427,19 @@ class Engine:
             left_over = [a for a in self._active.values() if not a.done.is_set()]
         for active in left_over:
             active.run.stop(_RELEASED)
+            exec_id = active.run.claim.workflow_exec_id
             try:
                 self._store.queue.release(active.run.claim)
-                released.append(active.run.claim.workflow_exec_id)
+                released.append(exec_id)
+                # Its thread ends at its next write (the claim is gone); nothing waits for it.
+                with self._lock:
+                    self._active.pop(exec_id, None)
+                active.done.set()
             except ClaimLost:
                 pass  # it finished (or was taken over) in the meantime
             except CompozyError:
                 _log.exception(
-                    "Could not release execution %s; its lease expires in %gs",
-                    active.run.claim.workflow_exec_id,
-                    self._lease,
+                    "Could not release execution %s; its lease expires in %gs", exec_id, self._lease
                 )
         self._halt.set()
         self._wake.set()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -378,8 +377,7 @@ class WorkflowRun:
             # A pool per container, not one shared pool: a container waiting for its children
             # would otherwise hold a worker that nested containers need, and could deadlock.
             workers = min(len(pending), self._max_parallel) if parallel else 1
-            with ThreadPoolExecutor(workers, thread_name_prefix=f"compozy-{task.id}") as pool:
-                results = list(pool.map(run_one, range(len(pending))))
+            results = _map_on_daemon_threads(run_one, len(pending), workers, f"compozy-{task.id}")
         failed = [r for r in results if r.status is not Status.SUCCESS]
         if failed:
             raise _child_failure(failed)
@@ -445,6 +443,43 @@ class WorkflowRun:
             except Exception as exc:  # noqa: BLE001 - a progress display never fails a run
                 if self._on_callback_error is not None:
                     self._on_callback_error(exc)
+
+
+def _map_on_daemon_threads(
+    work: Callable[[int], R], count: int, workers: int, name: str
+) -> list[R]:
+    """``[work(0), ..., work(count - 1)]`` on ``workers`` threads; the first error (by index)
+    is raised once all have ended. Daemon threads, unlike a ThreadPoolExecutor's: a tool still
+    running in an execution that a stopping worker released must not keep the process alive."""
+    indexes = iter(range(count))
+    lock = threading.Lock()
+    outcomes: dict[int, tuple[bool, Any]] = {}
+
+    def loop() -> None:
+        while True:
+            with lock:
+                index = next(indexes, None)
+            if index is None:
+                return
+            try:
+                outcomes[index] = (True, work(index))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
+                outcomes[index] = (False, exc)
+
+    threads = [
+        threading.Thread(target=loop, name=f"{name}-{i}", daemon=True) for i in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results: list[R] = []
+    for index in range(count):
+        ok, value = outcomes[index]
+        if not ok:
+            raise value
+        results.append(value)
+    return results
 
 
 def _child_failure(failed: list[TaskState]) -> TaskFailure:
