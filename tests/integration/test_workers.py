@@ -481,8 +481,7 @@ def test_a_stop_during_a_claim_releases_the_claimed_execution(
         lambda: _show(_rows(store)) + "\n" + worker.describe(),
     )
     assert (row.status, row.worker_id) == (Status.PENDING, None), _show({exec_id: row})
-    # Not within grace + a few seconds: the released run's tool is waited for (see above).
-    assert worker.exit_code(grace + 15) == 0, worker.describe()
+    assert worker.exit_code(grace + 4) == 0, worker.describe()
     assert f"released 1 unfinished execution(s) for another worker to resume: {exec_id}" in (
         worker.err
     )
@@ -513,9 +512,8 @@ def test_a_second_sigint_exits_at_once_while_a_long_task_runs(
     proc.process.send_signal(signal.SIGINT)
     proc.wait_for_err(r"stopping: .*waiting up to 30s for 1 running", 30)
     proc.process.send_signal(signal.SIGINT)
-    signaled = time.monotonic()
-    assert proc.exit_code(5) == 130, proc.describe()
-    assert time.monotonic() - signaled < 3
+    # Far less than the 60 s tool: the process did not wait for it.
+    assert proc.exit_code(10) == 130, proc.describe()
     assert "error: SIGINT again: exiting now" in proc.err
     # Not released: it stays with its worker until the lease expires.
     row = _rows(store)[exec_id]
@@ -565,8 +563,10 @@ def test_a_cancel_request_stops_an_execution_running_in_another_process(
     step_done = next(t for t in tasks if t.status is Status.SUCCESS)
     assert step_done.updated_at is not None
     assert state.updated_at is not None
-    assert (state.updated_at - step_done.updated_at).total_seconds() < 1.5
-    assert took < 1.5 + 2.0, f"CANCELED {took:.1f}s after the request"
+    # Bounds far above the 0.2 s poll (this machine is shared and slow) that still fail if the
+    # request were only noticed at the end of the collection (3 more steps of 1.5 s).
+    assert (state.updated_at - step_done.updated_at).total_seconds() < 3
+    assert took < 4.0, f"CANCELED {took:.1f}s after the request"
 
     # A PENDING execution that no worker runs is CANCELED at once.
     server.process.send_signal(signal.SIGINT)
