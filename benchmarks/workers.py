@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -669,7 +670,7 @@ def paging(
             f"{executions // 100:,} FAILED of {executions:,}; ",
         ),
     ]
-    rows: list[Cells] = []
+    rows: list[Cells] = [walk_while_inserting(target, executions)]
     for (name, call, note), ok in zip(cases, checks.values(), strict=True):
         ms = timed(call, repeats)
         median = statistics.median(ms)
@@ -686,6 +687,54 @@ def paging(
             )
         )
     return rows
+
+
+def walk_while_inserting(target: Target, executions: int) -> Cells:
+    """Read every page (limit 500) while another thread stores new executions: each execution
+    that existed before the walk must come exactly once."""
+    store = target.store
+    with store.database.engine.connect() as conn:
+        before = {row[0] for row in conn.execute(sa.select(_WF.workflow_exec_id))}
+    done = threading.Event()
+    inserted: list[str] = []
+
+    def insert() -> None:
+        while not done.is_set():
+            state = WorkflowState(workflow_id="paging-new", status=Status.PENDING)
+            inserted.append(store.workflows.upsert_state(state).workflow_exec_id)
+            time.sleep(0.002)
+
+    inserter = threading.Thread(target=insert, daemon=True)
+    inserter.start()
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    started = time.perf_counter()
+    try:
+        while True:
+            page = store.workflows.list_page(limit=500, cursor=cursor)
+            pages += 1
+            seen.extend(item.workflow_exec_id for item in page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    finally:
+        done.set()
+        inserter.join()
+    took = time.perf_counter() - started
+    old = [exec_id for exec_id in seen if exec_id in before]
+    exact = len(old) == len(set(old)) == len(before) and len(seen) == len(set(seen))
+    with store.database.engine.begin() as conn:  # the later measurements see what they saw
+        conn.execute(sa.delete(workflow_states).where(_WF.workflow_id == "paging-new"))
+    return (
+        "every execution once, paging all",
+        target.kind,
+        "-",
+        f"{len(old):,} of {len(before):,} once" if exact else "REPEATED OR MISSED",
+        "each exactly once " + ("met" if exact else "MISSED"),
+        f"{pages} pages of 500 in {took:.1f} s while {len(inserted):,} new executions were "
+        f"stored (newer, so before the cursor: {len(seen) - len(old)} of them seen)",
+    )
 
 
 # --- output --------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,7 +29,7 @@ from compozy.errors import ClaimLost, CompozyError, NotFoundError
 from compozy.workflow import Claim, WorkflowState
 
 if TYPE_CHECKING:
-    from compozy.store import Store
+    from compozy.store import Store, TransactionScope
 
 __all__ = ["Engine", "UnknownWorkflow"]
 
@@ -181,7 +181,7 @@ class Engine:
             self._ensure_loop()
         state = WorkflowState(workflow_id=definition.id, status=Status.PENDING, input=value)
 
-        def store_claimed(tx: Any) -> tuple[WorkflowState, Claim]:
+        def store_claimed(tx: TransactionScope) -> tuple[WorkflowState, Claim]:
             stored = tx.workflows.upsert_state(state)
             claim = tx.queue.claim_execution(
                 stored.workflow_exec_id, self.worker_id, lease=self._lease
@@ -219,11 +219,7 @@ class Engine:
         active.run.stop(CANCEL)
         if wait > 0 and not active.done.wait(wait):
             self._end(active.run.claim, Status.CANCELED, "CANCELED", "canceled by request")
-            # The run's thread ends at its next write (the execution is terminal); nothing
-            # waits for that.
-            with self._lock:
-                self._active.pop(workflow_exec_id, None)
-            active.done.set()
+            self._let_go(active)  # the execution is terminal: its thread's next write fails
         return self._store.workflows.get_state(workflow_exec_id)
 
     def wait(self, workflow_exec_id: str, timeout: float | None = None) -> WorkflowState:
@@ -383,7 +379,7 @@ class Engine:
             active.done.set()
             self._wake.set()  # a slot is free: claim the next one now
 
-    def _callback_failed(self, exec_id: str) -> Any:
+    def _callback_failed(self, exec_id: str) -> Callable[[BaseException], None]:
         def report(exc: BaseException) -> None:
             _log.warning(
                 "The on_task callback of execution %s raised %r; the run goes on.", exec_id, exc
@@ -405,6 +401,13 @@ class Engine:
                 claim.workflow_exec_id,
                 status.value,
             )
+
+    def _let_go(self, active: _Active) -> None:
+        """Stop counting a run whose thread may still be in a tool: nothing waits for it, and
+        its next write fails (``ClaimLost``), which ends it quietly."""
+        with self._lock:
+            self._active.pop(active.run.claim.workflow_exec_id, None)
+        active.done.set()
 
     # --- shutdown ----------------------------------------------------------------------------
 
@@ -431,10 +434,7 @@ class Engine:
             try:
                 self._store.queue.release(active.run.claim)
                 released.append(exec_id)
-                # Its thread ends at its next write (the claim is gone); nothing waits for it.
-                with self._lock:
-                    self._active.pop(exec_id, None)
-                active.done.set()
+                self._let_go(active)  # the claim is gone: its thread's next write fails
             except ClaimLost:
                 pass  # it finished (or was taken over) in the meantime
             except CompozyError:

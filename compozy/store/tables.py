@@ -34,7 +34,7 @@ workflow_states = sa.Table(
     sa.Index("ix_workflow_states_workflow_id_created_at", "workflow_id", "created_at"),
     sa.Index("ix_workflow_states_status", "status"),
     sa.Index("ix_workflow_states_created_at", "created_at", "workflow_exec_id"),
-    sa.Index("ix_workflow_states_claimable", "status", "created_at", "workflow_exec_id"),
+    sa.Index("ix_workflow_states_claimable", "status", "created_at"),
     sa.Index("ix_workflow_states_worker_id", "worker_id"),
 )
 

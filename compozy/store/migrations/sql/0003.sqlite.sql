@@ -12,7 +12,7 @@ ALTER TABLE workflow_states ADD COLUMN claim_count INTEGER NOT NULL DEFAULT 0
     CONSTRAINT ck_workflow_states_claim_count CHECK (claim_count >= 0);
 ALTER TABLE workflow_states ADD COLUMN cancel_requested_at TEXT;
 
-CREATE INDEX ix_workflow_states_claimable ON workflow_states (status, created_at, workflow_exec_id);
+CREATE INDEX ix_workflow_states_claimable ON workflow_states (status, created_at);
 CREATE INDEX ix_workflow_states_worker_id ON workflow_states (worker_id);
 CREATE INDEX ix_users_created_at ON users (created_at, id);
 CREATE INDEX ix_api_keys_user_id_created_at ON api_keys (user_id, created_at, id);
