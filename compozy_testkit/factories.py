@@ -33,7 +33,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from factory import declarations
 from factory.base import Factory
@@ -41,13 +41,12 @@ from factory.base import Factory
 from compozy.auth import APIKey, Role, User
 from compozy.auth.keys import TEST_BCRYPT_ROUNDS, new_api_key
 from compozy.core import Component, ExecutionType, Status
+from compozy.repositories import RepositoryScope, RepositoryStore
 from compozy.task import TaskState
 from compozy.workflow import WorkflowState
 
 if TYPE_CHECKING:
-    from compozy.auth import AuthRepository
-    from compozy.task import TaskRepository
-    from compozy.workflow import WorkflowRepository
+    pass
 
 __all__ = [
     "APIKeyFactory",
@@ -73,25 +72,6 @@ SubFactory: Callable[..., Any] = declarations.SubFactory
 Maybe: Callable[..., Any] = declarations.Maybe
 
 
-class RepositoryStore(Protocol):
-    """What the factories write through: a ``Store``, a transaction scope, or any look-alike."""
-
-    @property
-    def workflows(self) -> WorkflowRepository:
-        """The workflow repository."""
-        ...
-
-    @property
-    def tasks(self) -> TaskRepository:
-        """The task repository."""
-        ...
-
-    @property
-    def auth(self) -> AuthRepository:
-        """The auth repository."""
-        ...
-
-
 class StoreFactory(Factory[T]):
     """Base factory: ``build()`` constructs, ``create()`` persists through the bound store.
 
@@ -102,10 +82,10 @@ class StoreFactory(Factory[T]):
     class Meta:
         abstract = True
 
-    _store: ClassVar[RepositoryStore | None] = None
+    _store: ClassVar[RepositoryScope | None] = None
 
     @classmethod
-    def _persist(cls, store: RepositoryStore, entity: T) -> T:
+    def _persist(cls, store: RepositoryScope, entity: T) -> T:
         """Write ``entity`` with the right repository method and return it as stored."""
         raise NotImplementedError
 
@@ -136,7 +116,7 @@ class WorkflowStateFactory(StoreFactory[WorkflowState]):
     input = Sequence(lambda n: {"n": n})
 
     @classmethod
-    def _persist(cls, store: RepositoryStore, entity: WorkflowState) -> WorkflowState:
+    def _persist(cls, store: RepositoryScope, entity: WorkflowState) -> WorkflowState:
         return store.workflows.upsert_state(entity)
 
 
@@ -180,7 +160,7 @@ class TaskStateFactory(StoreFactory[TaskState]):
     execution_type = ExecutionType.BASIC
 
     @classmethod
-    def _persist(cls, store: RepositoryStore, entity: TaskState) -> TaskState:
+    def _persist(cls, store: RepositoryScope, entity: TaskState) -> TaskState:
         return store.tasks.upsert_state(entity)
 
     @classmethod
@@ -228,7 +208,7 @@ class UserFactory(StoreFactory[User]):
     role = Role.USER
 
     @classmethod
-    def _persist(cls, store: RepositoryStore, entity: User) -> User:
+    def _persist(cls, store: RepositoryScope, entity: User) -> User:
         return store.auth.create_user(entity)
 
 
@@ -265,7 +245,7 @@ class APIKeyFactory(StoreFactory[APIKey]):
         return model_class(*args, **kwargs)
 
     @classmethod
-    def _persist(cls, store: RepositoryStore, entity: APIKey) -> APIKey:
+    def _persist(cls, store: RepositoryScope, entity: APIKey) -> APIKey:
         return store.auth.create_api_key(entity)
 
     @classmethod
@@ -287,14 +267,14 @@ class APIKeyFactory(StoreFactory[APIKey]):
 class FactorySet:
     """The four factories bound to one store (see :func:`bind`)."""
 
-    store: RepositoryStore
+    store: RepositoryScope
     workflows: type[WorkflowStateFactory]
     tasks: type[TaskStateFactory]
     users: type[UserFactory]
     api_keys: type[APIKeyFactory]
 
 
-def _bound(base: type[F], store: RepositoryStore, **declarations: Any) -> type[F]:
+def _bound(base: type[F], store: RepositoryScope, **declarations: Any) -> type[F]:
     # A new subclass rather than an attribute set on `base`: a module-level binding would leak
     # between tests and between backends running side by side. factory-boy keeps one sequence
     # counter for a factory and its subclasses, so ids stay unique across the whole run.
@@ -305,7 +285,7 @@ def _bound(base: type[F], store: RepositoryStore, **declarations: Any) -> type[F
     return cast("type[F]", subclass)
 
 
-def bind(store: RepositoryStore) -> FactorySet:
+def bind(store: RepositoryScope) -> FactorySet:
     """Factories that create through ``store``'s repositories, sub-factories included."""
     workflows = _bound(WorkflowStateFactory, store)
     users = _bound(UserFactory, store)
@@ -316,7 +296,7 @@ def bind(store: RepositoryStore) -> FactorySet:
 
 
 def build_task_tree(
-    store: RepositoryStore,
+    store: RepositoryScope,
     *,
     depth: int,
     fan_out: int,

@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import sqlalchemy as sa
 
 from compozy.config import DatabaseConfig
 from compozy.errors import CompozyError, ConfigError
+from compozy.repositories import RepositoryStore
 from compozy.store import migrations
 from compozy.store.database import Database
 from compozy.store.dialects.base import Dialect
@@ -167,3 +168,9 @@ def open_sqlite_connection(
     """
     dialect = SQLiteDialect(":memory:", busy_timeout=busy_timeout, connection=connection)
     return _open(dialect, auto_migrate=auto_migrate)
+
+
+if TYPE_CHECKING:  # Store implements the protocols that the contract suite tests
+
+    def _is_a_repository_store(store: Store) -> RepositoryStore:
+        return store
