@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from compozy.core import DEFAULT_PAGE_SIZE, Page, Status, new_id
+from compozy.core import DEFAULT_PAGE_SIZE, ExecutionType, Page, Status, new_id
 from compozy.core.values import (
     check_enum,
     check_id,
@@ -15,13 +16,14 @@ from compozy.core.values import (
     check_optional_id,
     check_optional_timestamp,
 )
-from compozy.errors import ValidationError
+from compozy.errors import ValidationError, WorkflowNotReady
 from compozy.usage import UsageSummary
 
 if TYPE_CHECKING:
     from compozy.task import TaskState
 
 __all__ = [
+    "TRANSFORM_FAILED",
     "Claim",
     "ExecutionQueue",
     "OutputTransformer",
@@ -30,6 +32,8 @@ __all__ = [
     "WorkflowRepository",
     "WorkflowState",
     "WorkflowSummary",
+    "complete",
+    "default_output",
 ]
 
 
@@ -81,6 +85,10 @@ class WorkflowFilter:
         self.workflow_exec_id = check_optional_id(self.workflow_exec_id, "filter workflow_exec_id")
         if self.status is not None:
             self.status = check_enum(Status, self.status, "filter status")
+
+    def conditions(self) -> dict[str, Any]:
+        """The set fields as column name -> value."""
+        return {k: v for k, v in vars(self).items() if v is not None}
 
 
 @dataclass(kw_only=True)
@@ -201,6 +209,53 @@ class WorkflowRepository(Protocol):
     ) -> UsageSummary | None:
         """Atomically merge ``summary`` into the stored usage; return the result (None: no-op)."""
         ...
+
+
+TRANSFORM_FAILED = "OUTPUT_TRANSFORMATION_FAILED"
+"""The error code of an execution whose output transformer raised."""
+
+
+def complete(
+    state: WorkflowState, top_level: list[TaskState], transformer: OutputTransformer | None
+) -> WorkflowState:
+    """Apply the completion rules to a non-terminal ``state`` (with all its tasks) given its
+    top-level tasks, and return it: ``WorkflowNotReady`` (nothing changed) while any of them
+    runs; FAILED if any failed, else SUCCESS; the default output over all tasks, or the
+    transformer's (``{}`` for None). A transformer that raises leaves FAILED with the default
+    output and ``{"message", "code": OUTPUT_TRANSFORMATION_FAILED}``; it gets a deep copy, so
+    what it does to its argument is not stored. A store persists the result."""
+    running = sorted(t.task_exec_id for t in top_level if t.status.is_running)
+    if running:
+        raise WorkflowNotReady(
+            f"workflow execution {state.workflow_exec_id} cannot complete: top-level tasks "
+            f"{', '.join(running)} are still running"
+        )
+    failed = any(t.status.is_failed for t in top_level)
+    state.status = Status.FAILED if failed else Status.SUCCESS
+    state.output = default_output(state.tasks)
+    if transformer is None:
+        return state
+    try:
+        output = transformer(copy.deepcopy(state))
+        state.output = check_json_object(output, "transformed output") or {}
+    except Exception as exc:  # noqa: BLE001 - a failing transformer is recorded, not raised
+        state.status = Status.FAILED
+        state.output = default_output(state.tasks)
+        state.error = {"message": str(exc) or type(exc).__name__, "code": TRANSFORM_FAILED}
+    return state
+
+
+def default_output(tasks: dict[str, TaskState]) -> dict[str, Any]:
+    """``{task_id: {"output", "parent_state_id"?, "execution_type"?: "parallel"}}``."""
+    output: dict[str, Any] = {}
+    for task_id, task in tasks.items():
+        entry: dict[str, Any] = {"output": task.output}
+        if task.parent_state_id is not None:
+            entry["parent_state_id"] = task.parent_state_id
+        if task.execution_type is ExecutionType.PARALLEL:
+            entry["execution_type"] = ExecutionType.PARALLEL.value
+        output[task_id] = entry
+    return output
 
 
 class ExecutionQueue(Protocol):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from compozy.core import DEFAULT_PAGE_SIZE, ExecutionType, Page, Status
-from compozy.core.values import check_enum, check_id, check_json_object, utc_now
-from compozy.errors import WorkflowNotFound, WorkflowNotReady
+from compozy.core import DEFAULT_PAGE_SIZE, Page, Status
+from compozy.core.values import check_enum, check_id, utc_now
+from compozy.errors import WorkflowNotFound
 from compozy.store.dialects.base import Dialect
 from compozy.store.repos.common import (
     Repository,
@@ -27,11 +26,16 @@ from compozy.store.repos.paging import keyset, page_of
 from compozy.store.tables import task_states, workflow_states
 from compozy.task import TaskState
 from compozy.usage import UsageSummary
-from compozy.workflow import OutputTransformer, WorkflowFilter, WorkflowState, WorkflowSummary
+from compozy.workflow import (
+    OutputTransformer,
+    WorkflowFilter,
+    WorkflowState,
+    WorkflowSummary,
+    complete,
+)
 
 _WF = workflow_states.c
 _NEWEST_FIRST = (_WF.created_at.desc(), _WF.workflow_exec_id.desc())
-_TRANSFORM_FAILED = "OUTPUT_TRANSFORMATION_FAILED"
 
 
 _BY_ID = sa.select(workflow_states).where(_WF.workflow_exec_id == sa.bindparam("exec_id"))
@@ -213,17 +217,7 @@ class SqlWorkflowRepository(Repository):
                     )
                 )
             ]
-            running = sorted(t.task_exec_id for t in top_level if t.status.is_running)
-            if running:
-                raise WorkflowNotReady(
-                    f"workflow execution {workflow_exec_id} cannot complete: top-level tasks "
-                    f"{', '.join(running)} are still running"
-                )
-            failed = any(t.status.is_failed for t in top_level)
-            state.status = Status.FAILED if failed else Status.SUCCESS
-            state.output = _default_output(state.tasks)
-            if transformer is not None:
-                _apply_transformer(state, transformer)
+            complete(state, top_level, transformer)  # the rules live in the domain
             now = now_param(utc_now())
             stmt = (
                 sa.update(workflow_states)
@@ -248,14 +242,8 @@ class SqlWorkflowRepository(Repository):
 
 
 def _conditions(filter: WorkflowFilter | None) -> list[sa.ColumnElement[bool]]:
-    if filter is None:
-        return []
-    values = {
-        "workflow_id": filter.workflow_id,
-        "workflow_exec_id": filter.workflow_exec_id,
-        "status": None if filter.status is None else filter.status.value,
-    }
-    return [_WF[name] == value for name, value in values.items() if value is not None]
+    conditions = filter.conditions() if filter is not None else {}
+    return [_WF[name] == value for name, value in conditions.items()]
 
 
 def _task_status_counts(conn: Connection, exec_ids: list[str]) -> dict[str, dict[Status, int]]:
@@ -301,32 +289,3 @@ def _summary(row: Row[Any], counts: dict[Status, int]) -> WorkflowSummary:
         cancel_requested_at=m["cancel_requested_at"],
         task_status_counts=dict(sorted(counts.items())),
     )
-
-
-def _default_output(tasks: dict[str, TaskState]) -> dict[str, Any]:
-    output: dict[str, Any] = {}
-    for task_id, task in tasks.items():
-        entry: dict[str, Any] = {"output": task.output}
-        if task.parent_state_id is not None:
-            entry["parent_state_id"] = task.parent_state_id
-        if task.execution_type is ExecutionType.PARALLEL:
-            entry["execution_type"] = ExecutionType.PARALLEL.value
-        output[task_id] = entry
-    return output
-
-
-def _apply_transformer(state: WorkflowState, transformer: OutputTransformer) -> None:
-    """Set the transformer's output; if it fails, store FAILED with the error instead."""
-    default_output = state.output
-    try:
-        # The transformer gets a deep copy: whatever it does to its argument is not stored.
-        output = transformer(copy.deepcopy(state))
-        state.output = check_json_object(output, "transformed output") or {}
-    except Exception as exc:  # noqa: BLE001 - a failing transformer is recorded, not raised
-        _fail(state, default_output, str(exc) or type(exc).__name__)
-
-
-def _fail(state: WorkflowState, default_output: dict[str, Any] | None, message: str) -> None:
-    state.status = Status.FAILED
-    state.output = default_output
-    state.error = {"message": message, "code": _TRANSFORM_FAILED}
