@@ -112,6 +112,9 @@ class WorkflowSummary:
     task_status_counts: dict[Status, int]
     """Status -> how many task ids have that status in their latest state (zeros left out)."""
 
+    def __post_init__(self) -> None:
+        self.status = check_enum(Status, self.status, "status")
+
     @property
     def task_count(self) -> int:
         """Distinct task ids of the execution."""

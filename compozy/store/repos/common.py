@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
@@ -17,6 +19,8 @@ from compozy.store.tables import task_states
 from compozy.store.types import UTCDateTime
 from compozy.task import TaskState
 from compozy.usage import UsageSummary
+
+E = TypeVar("E")
 
 TASK_ORDER = (task_states.c.created_at.asc(), task_states.c.task_exec_id.asc())
 
@@ -55,28 +59,48 @@ def usage_from(value: Any) -> UsageSummary | None:
     return None if value is None else UsageSummary.from_json(value)
 
 
+_MAPPED: dict[tuple[type[Any], str], tuple[str, ...]] = {}
+
+
+def mapped_columns(entity: type[Any], table: sa.Table) -> tuple[str, ...]:
+    """The fields of a dataclass ``entity`` that are columns of ``table``, in field order: the
+    entity's fields drive the row mapping, so a new column is an edit in the domain and one in
+    tables.py (and the migration), not in every repository."""
+    key = (entity, table.name)
+    found = _MAPPED.get(key)
+    if found is None:
+        found = _MAPPED[key] = tuple(
+            f.name for f in dataclasses.fields(entity) if f.name in table.c
+        )
+    return found
+
+
+def row_values(entity: Any, table: sa.Table) -> dict[str, Any]:
+    """The mapped fields of ``entity`` as ``table`` stores them: enums by value, a usage summary
+    as its JSON array (NULL when empty)."""
+    values: dict[str, Any] = {}
+    for name in mapped_columns(type(entity), table):
+        value = getattr(entity, name)
+        if isinstance(value, Enum):
+            value = value.value
+        elif isinstance(value, UsageSummary):
+            value = usage_value(value)
+        values[name] = value
+    return values
+
+
+def from_row(entity: type[E], table: sa.Table, row: Row[Any], **extra: Any) -> E:
+    """Build ``entity`` from a row of ``table`` (plus ``extra`` fields that are not columns)."""
+    m = row._mapping
+    fields = {name: m[name] for name in mapped_columns(entity, table)}
+    if "usage" in fields:
+        fields["usage"] = usage_from(fields["usage"])
+    return entity(**fields, **extra)
+
+
 def task_from_row(row: Row[Any]) -> TaskState:
     """Build a ``TaskState`` from a ``task_states`` row."""
-    m = row._mapping
-    return TaskState(
-        task_exec_id=m["task_exec_id"],
-        task_id=m["task_id"],
-        workflow_id=m["workflow_id"],
-        workflow_exec_id=m["workflow_exec_id"],
-        parent_state_id=m["parent_state_id"],
-        component=m["component"],
-        status=m["status"],
-        execution_type=m["execution_type"],
-        agent_id=m["agent_id"],
-        action_id=m["action_id"],
-        tool_id=m["tool_id"],
-        usage=usage_from(m["usage"]),
-        input=m["input"],
-        output=m["output"],
-        error=m["error"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-    )
+    return from_row(TaskState, task_states, row)
 
 
 def latest_by_task_id(tasks: Iterable[TaskState]) -> dict[str, TaskState]:

@@ -14,32 +14,23 @@ from compozy.store.repos.common import (
     TASK_ORDER,
     Repository,
     latest_by_task_id,
+    mapped_columns,
     merge_usage_into,
     not_before,
+    row_values,
     task_from_row,
     usage_from,
-    usage_value,
 )
 from compozy.store.tables import task_states, workflow_states
 from compozy.task import ProgressInfo, TaskFilter, TaskState
 from compozy.usage import UsageSummary
 
 _T = task_states.c
-_UPDATABLE = (
-    "task_id",
-    "workflow_id",
-    "workflow_exec_id",
-    "parent_state_id",
-    "component",
-    "status",
-    "execution_type",
-    "agent_id",
-    "action_id",
-    "tool_id",
-    "usage",
-    "input",
-    "output",
-    "error",
+# Written by an upsert: every mapped field but the key and created_at (kept) and updated_at.
+_UPDATABLE = tuple(
+    name
+    for name in mapped_columns(TaskState, task_states)
+    if name not in ("task_exec_id", "created_at", "updated_at")
 )
 
 
@@ -89,16 +80,8 @@ class SqlTaskRepository(Repository):
     def upsert_state(self, state: TaskState) -> TaskState:
         state.validate()
         now = utc_now()
-        values: dict[str, Any] = {name: getattr(state, name) for name in _UPDATABLE}
-        values.update(
-            task_exec_id=state.task_exec_id,
-            component=state.component.value,
-            status=state.status.value,
-            execution_type=state.execution_type.value,
-            usage=usage_value(state.usage),
-            created_at=state.created_at or now,
-            updated_at=now,
-        )
+        values = row_values(state, task_states)
+        values.update(created_at=state.created_at or now, updated_at=now)
         stmt = self._db.statement("task_upsert", _upsert_statement)
         try:
             with self._write() as conn:

@@ -13,14 +13,15 @@ from compozy.errors import WorkflowNotFound
 from compozy.store.dialects.base import Dialect
 from compozy.store.repos.common import (
     Repository,
+    from_row,
     latest_by_task_id,
+    mapped_columns,
     merge_usage_into,
     not_before,
     now_param,
+    row_values,
     task_from_row,
     tasks_of_executions,
-    usage_from,
-    usage_value,
 )
 from compozy.store.repos.paging import keyset, page_of
 from compozy.store.tables import task_states, workflow_states
@@ -47,13 +48,18 @@ _UPDATE_STATUS = (
 )
 
 
+# Written by an upsert: every mapped field but the key and created_at (kept) and updated_at.
+_UPDATABLE = tuple(
+    name
+    for name in mapped_columns(WorkflowState, workflow_states)
+    if name not in ("workflow_exec_id", "created_at", "updated_at")
+)
+
+
 def _upsert_statement(dialect: Dialect) -> Any:
     """INSERT .. ON CONFLICT DO UPDATE of every column but created_at; values come as params."""
     insert = dialect.insert(workflow_states)
-    updated: dict[str, Any] = {
-        name: insert.excluded[name]
-        for name in ("workflow_id", "status", "usage", "input", "output", "error")
-    }
+    updated: dict[str, Any] = {name: insert.excluded[name] for name in _UPDATABLE}
     updated["updated_at"] = not_before(_WF.updated_at, insert.excluded.updated_at)
     return insert.on_conflict_do_update(
         index_elements=[_WF.workflow_exec_id], set_=updated
@@ -65,19 +71,7 @@ def _not_found(exec_id: str) -> WorkflowNotFound:
 
 
 def _from_row(row: Row[Any], tasks: list[TaskState]) -> WorkflowState:
-    m = row._mapping
-    return WorkflowState(
-        workflow_exec_id=m["workflow_exec_id"],
-        workflow_id=m["workflow_id"],
-        status=m["status"],
-        usage=usage_from(m["usage"]),
-        input=m["input"],
-        output=m["output"],
-        error=m["error"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        tasks=latest_by_task_id(tasks),
-    )
+    return from_row(WorkflowState, workflow_states, row, tasks=latest_by_task_id(tasks))
 
 
 class SqlWorkflowRepository(Repository):
@@ -126,17 +120,8 @@ class SqlWorkflowRepository(Repository):
     def upsert_state(self, state: WorkflowState) -> WorkflowState:
         state.validate()
         now = utc_now()
-        values = {
-            "workflow_exec_id": state.workflow_exec_id,
-            "workflow_id": state.workflow_id,
-            "status": state.status.value,
-            "usage": usage_value(state.usage),
-            "input": state.input,
-            "output": state.output,
-            "error": state.error,
-            "created_at": state.created_at or now,
-            "updated_at": now,
-        }
+        values = row_values(state, workflow_states)
+        values.update(created_at=state.created_at or now, updated_at=now)
         stmt = self._db.statement("workflow_upsert", _upsert_statement)
         with self._write() as conn:
             row = conn.execute(stmt, values).one()
@@ -272,20 +257,6 @@ def _task_status_counts(conn: Connection, exec_ids: list[str]) -> dict[str, dict
 
 
 def _summary(row: Row[Any], counts: dict[Status, int]) -> WorkflowSummary:
-    m = row._mapping
-    return WorkflowSummary(
-        workflow_exec_id=m["workflow_exec_id"],
-        workflow_id=m["workflow_id"],
-        status=Status(m["status"]),
-        usage=usage_from(m["usage"]),
-        input=m["input"],
-        output=m["output"],
-        error=m["error"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        worker_id=m["worker_id"],
-        lease_expires_at=m["lease_expires_at"],
-        claim_count=m["claim_count"],
-        cancel_requested_at=m["cancel_requested_at"],
-        task_status_counts=dict(sorted(counts.items())),
+    return from_row(
+        WorkflowSummary, workflow_states, row, task_status_counts=dict(sorted(counts.items()))
     )
