@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
-from compozy.core.values import check_optional_timestamp, check_text
+from compozy.core.values import (
+    check_optional_timestamp,
+    check_text,
+    format_timestamp,
+    read_timestamp,
+)
 from compozy.errors import ValidationError
 
 __all__ = ["UsageEntry", "UsageSummary"]
@@ -30,19 +36,21 @@ def _check_count(value: Any, name: str) -> int:
     return value
 
 
-def _format_time(value: datetime | None) -> str | None:
-    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _format_time(value: datetime | None, name: str) -> str | None:
+    return None if value is None else format_timestamp(value, f"usage {name}")
+
+
+# Before the one formatter, usage JSON was written with strftime, whose %Y has no leading zeros
+# on glibc: year 5 was stored as "5-01-01T...Z". Such text is still read (as UTC, which it was).
+_UNPADDED_YEAR = re.compile(r"([0-9]{1,3})(-[0-9]{2}-[0-9]{2}T[0-9:]{8}\.[0-9]{6}Z)", re.ASCII)
 
 
 def _parse_time(value: Any, name: str) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
-    if not isinstance(value, str):
-        raise ValidationError(f"usage {name} must be an ISO 8601 timestamp string")
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise ValidationError(f"usage {name} {value!r} is not an ISO 8601 timestamp") from None
+    if isinstance(value, str) and (old := _UNPADDED_YEAR.fullmatch(value)) is not None:
+        value = old[1].zfill(4) + old[2]
+    return read_timestamp(value, f"usage {name}")
 
 
 @dataclass(kw_only=True)
@@ -134,8 +142,8 @@ class UsageEntry:
         """A JSON-ready dict (timestamps as fixed-width ISO 8601 UTC strings)."""
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["agent_ids"] = list(self.agent_ids)
-        data["captured_at"] = _format_time(self.captured_at)
-        data["updated_at"] = _format_time(self.updated_at)
+        data["captured_at"] = _format_time(self.captured_at, "captured_at")
+        data["updated_at"] = _format_time(self.updated_at, "updated_at")
         return data
 
     @classmethod

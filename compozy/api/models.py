@@ -7,7 +7,7 @@ enums travel as their values, and usage is its JSON array.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,7 +22,7 @@ from pydantic import (
 
 from compozy.auth import MAX_EMAIL_LENGTH, Role
 from compozy.core import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Component, ExecutionType, Status
-from compozy.core.values import MAX_ID_LENGTH, check_json
+from compozy.core.values import MAX_ID_LENGTH, check_json, format_timestamp
 from compozy.errors import ValidationError
 
 __all__ = [
@@ -78,13 +78,9 @@ MAX_INPUT_DEPTH = 64
 """Deeper JSON input is refused: no workflow needs it, and it would recurse in every layer."""
 
 
-def format_timestamp(value: datetime) -> str:
-    """ISO 8601 in UTC with microseconds and a ``Z``: fixed width, so text order is time order."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 Timestamp = Annotated[
     datetime,
+    # The one formatter (compozy.core.values): UTC, fixed width, four-digit years.
     PlainSerializer(format_timestamp, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]

@@ -11,7 +11,7 @@ from compozy.core.enums import (
 )
 from compozy.core.ids import new_id, parse_id
 from compozy.core.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
-from compozy.core.values import utc_now
+from compozy.core.values import format_timestamp, parse_timestamp, read_timestamp, utc_now
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -24,7 +24,10 @@ __all__ = [
     "Page",
     "Role",
     "Status",
+    "format_timestamp",
     "new_id",
     "parse_id",
+    "parse_timestamp",
+    "read_timestamp",
     "utc_now",
 ]

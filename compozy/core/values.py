@@ -1,12 +1,14 @@
 """Checks that a value can be stored identically on PostgreSQL and SQLite (SPEC 1.3).
 
 They run before any SQL, so a refused value never reaches a driver and both backends refuse
-the same inputs with the same ``ValidationError``.
+the same inputs with the same ``ValidationError``. The one text form of a timestamp
+(``format_timestamp`` / ``parse_timestamp``) lives here too, for every layer to share.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
@@ -31,7 +33,74 @@ def check_timestamp(value: Any, field: str) -> datetime:
         raise ValidationError(
             f"{field} is a naive datetime: pass a timezone-aware one, e.g. datetime.now(UTC)"
         )
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # e.g. 0001-01-01T00:00+05:30, which is in year 0 in UTC
+        raise ValidationError(
+            f"{field} is {value.isoformat()}, which is outside years 1-9999 in UTC"
+        ) from None
+
+
+TIMESTAMP_EXAMPLE = "2000-01-01T00:00:00.000000Z"
+"""What ``format_timestamp`` writes: ISO 8601 in UTC, always this width."""
+
+_TIMESTAMP_TEXT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z", re.ASCII
+)
+
+
+def format_timestamp(value: datetime, field: str = "timestamp") -> str:
+    """The one text form of a timestamp: UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, fixed width.
+
+    Every year 1-9999 has four digits and microseconds always six, so text order is time
+    order. SQLite stores this text, and the API, the CLI and the usage JSON show it. Aware
+    datetimes in other zones come out as the same instant in UTC; naive ones are refused with
+    a ``ValidationError`` naming ``field``.
+    """
+    v = check_timestamp(value, field)
+    # Not strftime: its %Y gives "5" for year 5 on glibc, which would break the fixed width.
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        f".{v.microsecond:06d}Z"
+    )
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Inverse of ``format_timestamp``: an aware UTC datetime; ``ValueError`` for other text.
+
+    Only the exact fixed-width form is accepted, so what was read is what was written.
+    """
+    if not isinstance(text, str) or _TIMESTAMP_TEXT.fullmatch(text) is None:
+        raise ValueError(
+            f"timestamp {text!r} is not in compozy's fixed-width format {TIMESTAMP_EXAMPLE}"
+        )
+    try:
+        return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"timestamp {text!r} is not a valid date and time") from None
+
+
+def read_timestamp(text: Any, field: str) -> datetime:
+    """A timestamp given as text from outside (a tool, stored JSON): any ISO 8601 date-time
+    with a UTC offset or ``Z``, ``format_timestamp``'s form included; returned in UTC.
+
+    ``ValidationError`` naming ``field`` for non-strings, text without an offset and anything
+    else that is not ISO 8601.
+    """
+    if not isinstance(text, str):
+        raise ValidationError(f"{field} must be an ISO 8601 timestamp string")
+    try:
+        if _TIMESTAMP_TEXT.fullmatch(text) is not None:
+            return parse_timestamp(text)
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(f"{field} {text!r} is not an ISO 8601 timestamp") from None
+    if value.tzinfo is None:
+        raise ValidationError(
+            f"{field} {text!r} has no UTC offset (a naive time): end it with Z or +HH:MM"
+        )
+    return check_timestamp(value, field)
 
 
 def check_optional_timestamp(value: Any, field: str) -> datetime | None:

@@ -1,7 +1,8 @@
 """Column types that give both databases the same values (SPEC 1.3).
 
-- ``UTCDateTime``: ``timestamptz`` on PostgreSQL; on SQLite fixed-width ISO 8601 text in UTC,
-  so that text order is time order and microseconds round-trip exactly.
+- ``UTCDateTime``: ``timestamptz`` on PostgreSQL; on SQLite fixed-width ISO 8601 text in UTC
+  (``compozy.core.values.format_timestamp``), so that text order is time order and microseconds
+  round-trip exactly.
 - ``JSONValue``: ``jsonb`` on PostgreSQL; on SQLite compact JSON text (CHECKed by
   ``json_valid`` in the schema).
 - ``Identifier``: text compared byte-wise on both (``COLLATE "C"`` on PostgreSQL), so ordering
@@ -19,25 +20,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
 
-from compozy.core.values import check_timestamp
-
-_TIME_FORMAT_LENGTH = len("2000-01-01T00:00:00.000000Z")
-
-
-def format_timestamp(value: datetime) -> str:
-    """Fixed-width UTC text: four-digit year, microseconds always present, ``Z`` suffix."""
-    v = value.astimezone(UTC)
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
-        f".{v.microsecond:06d}Z"
-    )
-
-
-def parse_timestamp(text: str) -> datetime:
-    """Inverse of ``format_timestamp``."""
-    if len(text) != _TIME_FORMAT_LENGTH or not text.endswith("Z"):
-        raise ValueError(f"stored timestamp {text!r} is not in compozy's fixed-width format")
-    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+from compozy.core.values import check_timestamp, format_timestamp, parse_timestamp
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from pydantic import SecretStr
 
 from compozy.config import DatabaseConfig
+from compozy.core.values import format_timestamp, parse_timestamp
 from compozy.errors import ConfigError
 from compozy.store.dialects.base import first_line
 from compozy.store.dialects.postgres import build_url
 from compozy.store.migrations.sqlfile import read_section, split_statements
-from compozy.store.types import format_timestamp, json_text, parse_timestamp
+from compozy.store.types import UTCDateTime, json_text
 
 
 def test_split_statements_ignores_semicolons_in_quotes_and_comments() -> None:
@@ -88,6 +90,18 @@ def test_timestamps_are_fixed_width_and_round_trip() -> None:
     assert [parse_timestamp(t) for t in texts] == moments
     with pytest.raises(ValueError, match="fixed-width"):
         parse_timestamp("2026-11-26T01:02:03Z")
+
+
+def test_sqlite_stores_the_one_timestamp_text() -> None:
+    # The SQLite column holds exactly compozy.core.values' text, as databases already hold it.
+    sqlite = sa.create_engine("sqlite://").dialect
+    column = UTCDateTime()
+    moment = datetime(5, 1, 1, 5, 30, 0, 7, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    stored = column.process_bind_param(moment, sqlite)
+    assert stored == "0005-01-01T00:00:00.000007Z" == format_timestamp(moment)
+    assert column.process_result_value(stored, sqlite) == moment
+    with pytest.raises(ValueError, match="fixed-width"):
+        column.process_result_value("5-01-01T00:00:00.000007Z", sqlite)
 
 
 @pytest.mark.parametrize("value", [1.5e300, -2e20, 1e16, [{"x": 3e25}], 0.1, 1e-7, 2**70])
