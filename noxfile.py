@@ -41,13 +41,15 @@ def _pytest(session: nox.Session, backend_args: list[str], data: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format), mypy --strict, and the CI workflow against GitHub's schema."""
+    """ruff (lint and format), mypy --strict, the architecture (import-linter's contracts in
+    pyproject.toml), and the CI workflow against GitHub's schema."""
     _install(session)
     # The schema ships inside check-jsonschema, so this works offline.
     session.install("check-jsonschema")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict", "compozy", "compozy_testkit")
+    session.run("lint-imports", "--no-logo")
     session.run(
         "check-jsonschema",
         "--builtin-schema",
@@ -139,3 +141,33 @@ def coverage(session: nox.Session) -> None:
         "coverage", "report", "--include=compozy/store/*", f"--fail-under={STORE_GATE}", env=env
     )
     session.run("coverage", "xml", "-q", env=env)
+
+
+# Mutation testing: not in nox.options.sessions (minutes, not seconds); run it as `nox -s mutants`.
+# What is mutated and which tests run is [tool.mutmut] in pyproject.toml.
+MUTMUT = "mutmut>=3.8,<4"
+MUTANTS_COPY = ("compozy", "compozy_testkit", "pyproject.toml", "tests/contract")
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """mutmut over the store's repositories and the domain, against the contract suite on
+    in-memory SQLite; posargs go to `mutmut run` (e.g. a mutant name glob)."""
+    _install(session)
+    session.install(MUTMUT)
+    # mutmut writes its mutants/ tree and its results beside pyproject.toml: give it a scratch
+    # copy of the sources and the contract, never the checkout.
+    work = Path(session.create_tmp()) / "mutmut"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for name in MUTANTS_COPY:
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, work / name)
+        else:
+            ignore = shutil.ignore_patterns("__pycache__")
+            shutil.copytree(ROOT / name, work / name, ignore=ignore)
+    with session.chdir(work):
+        session.run("mutmut", "run", "--max-children", str(os.cpu_count() or 2), *session.posargs)
+        # Every surviving mutant, by name: `mutmut show NAME` in that folder prints its diff.
+        session.run("mutmut", "results")
+    session.log(f"mutmut's results are in {work}")

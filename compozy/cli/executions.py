@@ -8,7 +8,6 @@ request; the tables are for people.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -20,13 +19,7 @@ from pydantic import BaseModel
 from compozy.api.executions import execution_summary
 from compozy.api.models import format_timestamp
 from compozy.api.serialize import workflow_detail_out, workflow_page_out, workflow_summary_out
-from compozy.cli.runtime import (
-    ConfigFile,
-    DbConnString,
-    DbDriver,
-    DbPath,
-    config_from_flags,
-)
+from compozy.cli.runtime import ConfigFlags, config_options, missing_sqlite_file
 from compozy.core import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Status
 from compozy.errors import ValidationError
 from compozy.store import Store, TransactionScope, open_store
@@ -48,15 +41,13 @@ _COLUMNS = ("ID", "WORKFLOW", "STATUS", "TASKS", "WORKER", "CREATED")
 
 
 @contextmanager
-def _store(
-    config_file: str | None, driver: str | None, path: str | None, conn_string: str | None
-) -> Iterator[Store]:
+def _store(flags: ConfigFlags) -> Iterator[Store]:
     """The configured database; a SQLite file that does not exist is refused, not created."""
-    config = config_from_flags(config_file, driver, path, conn_string).database
-    missing = config.driver == "sqlite" and config.path not in (None, ":memory:")
-    if missing and not os.path.exists(str(config.path)):
+    config = flags.load().database
+    missing = missing_sqlite_file(config)
+    if missing is not None:
         raise ValidationError(
-            f"there is no SQLite database at {config.path}; check --db-path or the config "
+            f"there is no SQLite database at {missing}; check --db-path or the config "
             "file (`compozy init` or `compozy migrate up` creates one)"
         )
     store = open_store(config)
@@ -89,6 +80,7 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 @executions_app.command("list")
+@config_options
 def list_executions(
     status: Annotated[
         Status | None,
@@ -120,13 +112,11 @@ def list_executions(
         ),
     ] = None,
     as_json: AsJson = False,
-    config_file: ConfigFile = None,
-    db_driver: DbDriver = None,
-    db_path: DbPath = None,
-    db_conn_string: DbConnString = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """List executions, newest first, a page at a time."""
-    with _store(config_file, db_driver, db_path, db_conn_string) as store:
+    with _store(flags) as store:
         page = store.workflows.list_page(
             WorkflowFilter(status=status, workflow_id=workflow), limit=limit, cursor=cursor
         )
@@ -190,16 +180,15 @@ def _dump(value: Any) -> str:
 
 
 @executions_app.command()
+@config_options
 def show(
     exec_id: ExecId,
     as_json: AsJson = False,
-    config_file: ConfigFile = None,
-    db_driver: DbDriver = None,
-    db_path: DbPath = None,
-    db_conn_string: DbConnString = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Show an execution and its task tree."""
-    with _store(config_file, db_driver, db_path, db_conn_string) as store:
+    with _store(flags) as store:
         summary = execution_summary(store.workflows, exec_id)
         tasks = store.tasks.list_states(TaskFilter(workflow_exec_id=exec_id))
     if as_json:
@@ -214,13 +203,12 @@ def show(
 
 
 @executions_app.command()
+@config_options
 def cancel(
     exec_id: ExecId,
     as_json: AsJson = False,
-    config_file: ConfigFile = None,
-    db_driver: DbDriver = None,
-    db_path: DbPath = None,
-    db_conn_string: DbConnString = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Cancel an execution: a pending one at once, a running one by its worker."""
 
@@ -228,7 +216,7 @@ def cancel(
         tx.queue.request_cancel(exec_id)
         return execution_summary(tx.workflows, exec_id)
 
-    with _store(config_file, db_driver, db_path, db_conn_string) as store:
+    with _store(flags) as store:
         summary = store.run_in_transaction(request)
     if as_json:
         _print_json(workflow_summary_out(summary))

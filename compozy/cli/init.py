@@ -16,6 +16,7 @@ from compozy.config import load_config
 from compozy.config.loader import DEFAULT_CONFIG_FILE
 from compozy.errors import CompozyError
 from compozy.store import migrations, open_store
+from compozy.store.dialects.sqlite import MEMORY
 
 __all__ = ["InitError", "init"]
 
@@ -142,7 +143,7 @@ def _already_initialised(config_path: Path) -> InitError:
 
 def _prepare_sqlite_folder(database_path: str | None, created: list[Path]) -> None:
     """Make the database's folder private, and record the files opening the store will create."""
-    if database_path is None or database_path == ":memory:":
+    if database_path is None or database_path == MEMORY:
         return
     path = Path(database_path)
     missing = _outermost_missing(path.parent)

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
-from compozy.cli.runtime import (
-    ConfigFile,
-    DbConnString,
-    DbDriver,
-    DbPath,
-    config_from_flags,
-)
+from compozy.cli.runtime import ConfigFlags, config_options, missing_sqlite_file
 from compozy.config import DatabaseConfig
 from compozy.errors import ValidationError
 from compozy.store import Store, migrations, open_store
@@ -27,14 +20,6 @@ migrate_app = typer.Typer(
     help="Apply, revert or show the database schema migrations.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def _missing_sqlite_file(config: DatabaseConfig) -> str | None:
-    """The path of a SQLite database file that does not exist yet (opening would create it)."""
-    if config.driver == "sqlite" and config.path not in (None, ":memory:"):
-        path = str(config.path)
-        return None if os.path.exists(path) else path
-    return None
 
 
 @contextmanager
@@ -64,23 +49,23 @@ def _report(store: Store, before: MigrationStatus, after: MigrationStatus) -> No
 
 
 @migrate_app.command()
+@config_options
 def up(
     to: Annotated[
         str, typer.Option("--to", metavar="REV", help="Revision to stop at (default: head).")
     ] = "head",
-    config_file: ConfigFile = None,
-    db_driver: DbDriver = None,
-    db_path: DbPath = None,
-    db_conn_string: DbConnString = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Apply pending migrations, up to the head or to --to REV."""
-    config = config_from_flags(config_file, db_driver, db_path, db_conn_string).database
+    config = flags.load().database
     with _store(config) as store:
         before = migrations.status(store.database)
         _report(store, before, migrations.upgrade(store.database, to))
 
 
 @migrate_app.command()
+@config_options
 def down(
     to: Annotated[
         str | None,
@@ -90,10 +75,8 @@ def down(
         int | None,
         typer.Option("--steps", metavar="N", min=1, help="Number of revisions to revert."),
     ] = None,
-    config_file: ConfigFile = None,
-    db_driver: DbDriver = None,
-    db_path: DbPath = None,
-    db_conn_string: DbConnString = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Revert migrations, back to --to REV or by --steps N."""
     # Checked before the store opens, which would create a missing SQLite file for nothing.
@@ -101,8 +84,8 @@ def down(
         raise ValidationError(
             "migrate down needs exactly one of --to REV or --steps N; pass one of them"
         )
-    config = config_from_flags(config_file, db_driver, db_path, db_conn_string).database
-    missing = _missing_sqlite_file(config)
+    config = flags.load().database
+    missing = missing_sqlite_file(config)
     if missing is not None:
         raise ValidationError(f"there is no SQLite database at {missing}, so nothing to revert")
     with _store(config) as store:
@@ -111,15 +94,11 @@ def down(
 
 
 @migrate_app.command()
-def status(
-    config_file: ConfigFile = None,
-    db_driver: DbDriver = None,
-    db_path: DbPath = None,
-    db_conn_string: DbConnString = None,
-) -> None:
+@config_options
+def status(*, flags: ConfigFlags) -> None:
     """Show the database, its current revision and the pending ones."""
-    config = config_from_flags(config_file, db_driver, db_path, db_conn_string).database
-    missing = _missing_sqlite_file(config)
+    config = flags.load().database
+    missing = missing_sqlite_file(config)
     if missing is not None:
         # Reported without opening it: opening a SQLite database creates the file.
         typer.echo(f"database: sqlite {missing} (no file yet)")

@@ -9,14 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from compozy.cli.runtime import (
-    ConfigFile,
-    DbConnString,
-    DbDriver,
-    DbPath,
-    config_from_flags,
-    open_runtime,
-)
+from compozy.cli.runtime import ConfigFlags, config_options, open_runtime
 from compozy.cli.serving import EXIT_INTERRUPTED, Stopper
 from compozy.core import Status
 from compozy.errors import ValidationError
@@ -74,21 +67,20 @@ def _show(task: TaskState, children: dict[str | None, list[TaskState]], depth: i
         _show(child, children, depth + 1)
 
 
+@config_options
 def run(
     workflow_id: Annotated[str, typer.Argument(metavar="WORKFLOW_ID", help="Workflow to run.")],
     input_json: Annotated[
         str | None,
         typer.Option("--input", metavar="JSON", help="Execution input, a JSON object."),
     ] = None,
-    config_file: ConfigFile = None,
-    db_driver: DbDriver = None,
-    db_path: DbPath = None,
-    db_conn_string: DbConnString = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Run WORKFLOW_ID here and now; exit 0 on SUCCESS, 1 otherwise, 130 on Ctrl-C."""
     payload = _parse_input(input_json)
-    config = config_from_flags(config_file, db_driver, db_path, db_conn_string)
-    with open_runtime(config_file, config) as runtime:
+    config = flags.load()
+    with open_runtime(flags.file, config) as runtime:
         engine = runtime.engine
         # Checked before the first progress line, so a user error is the only line printed.
         engine.definition(workflow_id).validate_input(payload)

@@ -1,9 +1,13 @@
-"""What ``compozy run`` and ``compozy start`` share: config, store, workflow definitions, engine."""
+"""What the commands share: the config and database options, and for ``compozy run``,
+``start`` and ``worker`` the store, workflow definitions and engine."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +15,10 @@ from typing import Annotated, Any
 
 import typer
 
-from compozy.config import Config, load_config
+from compozy.config import Config, DatabaseConfig, load_config
 from compozy.engine import Engine, WorkflowDefinition, load_definitions
 from compozy.store import Store, open_store
+from compozy.store.dialects.sqlite import MEMORY
 
 ConfigFile = Annotated[
     str | None,
@@ -37,16 +42,72 @@ DbConnString = Annotated[
 ]
 
 
-def config_from_flags(
-    config_file: str | None,
-    driver: str | None,
-    path: str | None,
-    conn_string: str | None,
-    **sections: dict[str, Any],
-) -> Config:
-    """The configuration, with the database flags (and other sections' flags) on top."""
-    overrides = {"database": {"driver": driver, "path": path, "conn_string": conn_string}}
-    return load_config(config_file, overrides={**overrides, **sections})
+@dataclass(frozen=True)
+class ConfigFlags:
+    """What a command was given with ``--config`` and the database options.
+
+    The command loads the configuration when it is ready to (``load``), after checking its own
+    arguments, so a mistake in those is reported first.
+    """
+
+    file: str | None = None
+    driver: str | None = None
+    path: str | None = None
+    conn_string: str | None = None
+
+    def load(self, **sections: dict[str, Any]) -> Config:
+        """The configuration, with the database flags (and other sections' flags) on top."""
+        database = {"driver": self.driver, "path": self.path, "conn_string": self.conn_string}
+        return load_config(self.file, overrides={"database": database, **sections})
+
+
+_FLAG_PARAMETERS = tuple(
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+    for name, annotation in (
+        ("config_file", ConfigFile),
+        ("db_driver", DbDriver),
+        ("db_path", DbPath),
+        ("db_conn_string", DbConnString),
+    )
+)
+
+
+def config_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command ``--config``, ``--db-driver``, ``--db-path`` and ``--db-conn-string``,
+    listed after its own options; it receives them as its ``flags: ConfigFlags`` parameter.
+
+    Typer builds a command's options from its signature, so the wrapper shows Typer the
+    command's own parameters (without ``flags``) followed by the four options.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    if "flags" not in signature.parameters:
+        raise TypeError(f"{command.__name__} needs a 'flags: ConfigFlags' parameter")
+    own = [p for name, p in signature.parameters.items() if name != "flags"]
+
+    @functools.wraps(command)
+    def with_flags(
+        *,
+        config_file: str | None = None,
+        db_driver: str | None = None,
+        db_path: str | None = None,
+        db_conn_string: str | None = None,
+        **arguments: Any,
+    ) -> None:
+        flags = ConfigFlags(config_file, db_driver, db_path, db_conn_string)
+        command(**arguments, flags=flags)
+
+    with_flags.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*own, *_FLAG_PARAMETERS]
+    )
+    return with_flags
+
+
+def missing_sqlite_file(config: DatabaseConfig) -> str | None:
+    """The path of a SQLite database file that does not exist yet (opening would create it)."""
+    if config.driver == "sqlite" and config.path not in (None, MEMORY):
+        path = str(config.path)
+        return None if os.path.exists(path) else path
+    return None
 
 
 @dataclass

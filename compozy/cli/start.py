@@ -10,17 +10,11 @@ from typing import Annotated, Any
 import typer
 
 import compozy
-from compozy.cli.runtime import (
-    ConfigFile,
-    DbConnString,
-    DbDriver,
-    DbPath,
-    config_from_flags,
-    open_runtime,
-)
+from compozy.cli.runtime import ConfigFlags, config_options, open_runtime
 from compozy.cli.serving import Stopper, stop_gracefully
 from compozy.config import Config
 from compozy.engine import Engine
+from compozy.store import Store
 
 __all__ = ["start"]
 
@@ -47,21 +41,19 @@ def _startup_warnings(config: Config) -> list[str]:
     return found
 
 
-def _startup_line(config: Config, location: str, host: str, port: int) -> str:
-    database = config.database
-    if database.driver == "sqlite":
-        where = "in-memory" if database.path == ":memory:" else str(database.path)
+def _startup_line(config: Config, store: Store, host: str, port: int) -> str:
+    if store.driver == "sqlite":
         guidance = "one writer at a time: processes on this host only"
     else:
-        where = location.removeprefix("postgres ")
+        database = config.database
         guidance = f"pool of {database.pool_size}+{database.max_overflow} connections"
     return (
-        f"compozy {compozy.__version__} on http://{host}:{port}, driver {database.driver} "
-        f"({where}; {guidance}), up to {config.worker.max_concurrent_workflows} "
-        "workflows at once"
+        f"compozy {compozy.__version__} on http://{host}:{port}, {store.location} "
+        f"({guidance}), up to {config.worker.max_concurrent_workflows} workflows at once"
     )
 
 
+@config_options
 def start(
     host: Annotated[
         str | None, typer.Option("--host", metavar="HOST", help="Address to listen on.")
@@ -69,27 +61,21 @@ def start(
     port: Annotated[
         int | None, typer.Option("--port", metavar="PORT", help="Port to listen on.")
     ] = None,
-    config_file: ConfigFile = None,
-    db_driver: DbDriver = None,
-    db_path: DbPath = None,
-    db_conn_string: DbConnString = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Serve the API (default http://127.0.0.1:5001) and run a worker in this process."""
     import uvicorn
 
     from compozy.api import create_app
 
-    config = config_from_flags(
-        config_file, db_driver, db_path, db_conn_string, server={"host": host, "port": port}
-    )
+    config = flags.load(server={"host": host, "port": port})
     for warning in _startup_warnings(config):
         _log.warning(warning)
-    with open_runtime(config_file, config) as runtime:
+    with open_runtime(flags.file, config) as runtime:
         engine = runtime.engine
         server = config.server
-        typer.echo(
-            _startup_line(config, runtime.store.location, server.host, server.port), err=True
-        )
+        typer.echo(_startup_line(config, runtime.store, server.host, server.port), err=True)
         app = create_app(runtime.store, engine=engine)
         http = _Server(
             uvicorn.Config(app, host=server.host, port=server.port, log_level="warning"), engine

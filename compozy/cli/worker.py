@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from compozy.cli.runtime import (
-    ConfigFile,
-    DbConnString,
-    DbDriver,
-    DbPath,
-    config_from_flags,
-    open_runtime,
-)
+from compozy.cli.runtime import ConfigFlags, config_options, open_runtime
 from compozy.cli.serving import Stopper, stop_gracefully
 
 __all__ = ["worker"]
 
 
-def worker(
-    config_file: ConfigFile = None,
-    db_driver: DbDriver = None,
-    db_path: DbPath = None,
-    db_conn_string: DbConnString = None,
-) -> None:
+@config_options
+def worker(*, flags: ConfigFlags) -> None:
     """Claim and run PENDING executions from the database until SIGINT or SIGTERM."""
-    config = config_from_flags(config_file, db_driver, db_path, db_conn_string)
-    with open_runtime(config_file, config) as runtime:
+    config = flags.load()
+    with open_runtime(flags.file, config) as runtime:
         engine = runtime.engine
         stopper = Stopper(hint=": the leases expire and other workers resume")
         with stopper.installed():

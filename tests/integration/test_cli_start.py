@@ -189,12 +189,15 @@ def test_startup_warns_about_sqlite_in_production_and_too_many_workers() -> None
 
 def test_the_startup_line_names_driver_location_and_guidance() -> None:
     config = Config(database=DatabaseConfig(driver="sqlite", path=":memory:"))
-    line = _startup_line(config, "sqlite in-memory", "127.0.0.1", 5001)
+    with open_store(config.database) as store:
+        line = _startup_line(config, store, "127.0.0.1", 5001)
     assert "http://127.0.0.1:5001" in line
-    assert "driver sqlite (in-memory; one writer at a time" in line
+    assert "sqlite in-memory (one writer at a time" in line
     pg = Config(database=DatabaseConfig(conn_string="postgresql://u:secret@h/d"))
-    pg_line = _startup_line(pg, "postgres h:5432/d", "0.0.0.0", 80)
-    assert "driver postgres (h:5432/d; pool of 5+10 connections)" in pg_line
+    # Opening a PostgreSQL store without migrating it does not connect.
+    with open_store(pg.database.model_copy(update={"auto_migrate": False})) as store:
+        pg_line = _startup_line(pg, store, "0.0.0.0", 80)
+    assert "postgres h:5432/d (pool of 5+10 connections)" in pg_line
     assert "secret" not in pg_line
 
 

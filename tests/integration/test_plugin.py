@@ -235,6 +235,29 @@ def test_the_plugin_module_imports_nothing_optional_at_load_time() -> None:
     assert result.stdout.strip() == "loaded", result.stderr
 
 
+def test_the_plugin_loads_only_pytest_and_the_standard_library() -> None:
+    # The exact rule behind the plugin-load contract in pyproject.toml: Import Linter also sees
+    # the imports inside functions and under TYPE_CHECKING, so it has to ignore those; this checks
+    # that they stay lazy. Whatever pytest itself loads is imported before the snapshot.
+    code = (
+        "import sys\n"
+        "import pytest\n"
+        "before = set(sys.modules)\n"
+        "import compozy_testkit.plugin\n"
+        "loaded = {name.partition('.')[0] for name in set(sys.modules) - before}\n"
+        "extra = loaded - sys.stdlib_module_names - {'compozy_testkit'}\n"
+        # sysconfig's generated module is standard library too, under a platform-specific name.
+        "print(*sorted(m for m in extra if not m.startswith('_sysconfigdata_')))\n"
+    )
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert not result.stdout.strip(), f"loading the plugin imported {result.stdout.strip()}"
+
+
 def test_a_run_that_collects_no_postgres_test_starts_no_postgres(
     pytester: pytest.Pytester,
 ) -> None:
