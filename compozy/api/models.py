@@ -1,14 +1,29 @@
 """The JSON shapes of the HTTP API (pydantic models), and the checks on what clients send.
 
-Responses are built from entities by ``compozy.api.serialize``, field by field. Timestamps
-are ISO 8601 UTC with microseconds (``...T12:00:00.000000Z``, fixed width, like the usage JSON),
-enums travel as their values, and usage is its JSON array.
+Responses are built from entities by ``compozy.api.serialize``; the models of task and
+workflow executions take their fields from the domain dataclasses (see ``_fields_of``).
+Timestamps are ISO 8601 UTC with microseconds (``...T12:00:00.000000Z``, fixed width, like the
+usage JSON), enums travel as their values, and usage is its JSON array.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import operator
+from collections.abc import Collection
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from functools import reduce
+from types import NoneType, UnionType
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from pydantic import (
     AfterValidator,
@@ -17,13 +32,17 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    create_model,
     field_validator,
 )
 
 from compozy.auth import MAX_EMAIL_LENGTH, Role
-from compozy.core import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Component, ExecutionType, Status
+from compozy.core import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Status
 from compozy.core.values import MAX_ID_LENGTH, check_json, format_timestamp
 from compozy.errors import ValidationError
+from compozy.task import TaskState
+from compozy.usage import UsageSummary
+from compozy.workflow import WorkflowSummary
 
 __all__ = [
     "CURSOR_PATTERN",
@@ -33,6 +52,7 @@ __all__ = [
     "MAX_INPUT_DEPTH",
     "PATTERN_MEANINGS",
     "STORABLE",
+    "STORED_TIMESTAMPS",
     "APIKeyOut",
     "APIKeyPage",
     "CreateUserRequest",
@@ -258,26 +278,59 @@ class UsageEntryOut(BaseModel):
     source: str
 
 
-class TaskExecution(BaseModel):
-    """One task execution."""
+# The task and workflow execution models take their fields from the domain dataclasses
+# (``TaskState``, ``WorkflowSummary``): a field added there, with its column, is in the API
+# with no edit here or in serialize.py. Each comes in field order, typed as the API shows it
+# (see ``_shown_as``) and required: a nullable field may be null but is always sent.
 
-    task_exec_id: str
-    task_id: str
-    workflow_id: str
-    workflow_exec_id: str
-    parent_state_id: str | None
-    component: Component
-    status: Status
-    execution_type: ExecutionType
-    agent_id: str | None
-    action_id: str | None
-    tool_id: str | None
-    usage: list[UsageEntryOut] | None
-    input: dict[str, Any] | None
-    output: dict[str, Any] | None
-    error: dict[str, Any] | None
-    created_at: Timestamp
-    updated_at: Timestamp
+STORED_TIMESTAMPS = ("created_at", "updated_at")
+"""Optional on the entities (the store sets them on every write), always present in the API."""
+
+
+def _shown_as(name: str, hint: Any) -> Any:
+    """The API type of an entity field: a usage summary as its entries, datetimes as
+    ``Timestamp``, anything else (enums included) as it is."""
+    if get_origin(hint) in (Union, UnionType):
+        args = [
+            arg for arg in get_args(hint) if not (name in STORED_TIMESTAMPS and arg is NoneType)
+        ]
+        return reduce(operator.or_, [_shown_as(name, arg) for arg in args])
+    if hint is datetime:
+        return Timestamp
+    if hint is UsageSummary:
+        return list[UsageEntryOut]
+    return hint
+
+
+def _fields_of(entity: type[Any], *, leave_out: Collection[str] = ()) -> type[BaseModel]:
+    """A model with the fields of the dataclass ``entity`` (but ``leave_out``), as shown."""
+    hints = get_type_hints(entity)
+    fields: dict[str, Any] = {
+        f.name: (_shown_as(f.name, hints[f.name]), ...)
+        for f in dataclasses.fields(entity)
+        if f.name not in leave_out
+    }
+    return create_model(f"_{entity.__name__}Fields", **fields)
+
+
+_WORKFLOW_FIELDS_NOT_COPIED = (
+    "task_status_counts",  # declared below: string keys
+    "worker_id",  # declared below, with a description (and where today's order has them)
+    "claim_count",
+    "cancel_requested_at",  # shown as the flag ``cancel_requested``
+    "lease_expires_at",  # the workers' business, not shown
+)
+
+if TYPE_CHECKING:  # mypy cannot follow a base made at run time: it sees plain models
+    _TaskStateFields = BaseModel
+    _WorkflowSummaryFields = BaseModel
+else:
+    _TaskStateFields = _fields_of(TaskState)
+    _WorkflowSummaryFields = _fields_of(WorkflowSummary, leave_out=_WORKFLOW_FIELDS_NOT_COPIED)
+
+
+class TaskExecution(_TaskStateFields):
+    """One task execution."""
 
 
 class TaskNode(TaskExecution):
@@ -286,18 +339,9 @@ class TaskNode(TaskExecution):
     children: list[TaskNode] = Field(default_factory=list)
 
 
-class WorkflowExecutionSummary(BaseModel):
+class WorkflowExecutionSummary(_WorkflowSummaryFields):
     """A workflow execution without its tasks: list items stay small however big the tree."""
 
-    workflow_exec_id: str
-    workflow_id: str
-    status: Status
-    usage: list[UsageEntryOut] | None
-    input: dict[str, Any] | None
-    output: dict[str, Any] | None
-    error: dict[str, Any] | None
-    created_at: Timestamp
-    updated_at: Timestamp
     task_count: int = Field(description="Distinct task ids in the execution (latest state each)")
     task_status_counts: dict[str, int] = Field(
         description="Status -> how many of those latest task states have it (zeros omitted)"

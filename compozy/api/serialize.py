@@ -1,15 +1,21 @@
-"""Entities to response models, field by field.
+"""Entities to response models.
 
-Entities are never handed to FastAPI as they are: the wire format is fixed here, so it does not
-drift when an entity gains a field, and nothing is sent that was not chosen (no key hashes).
+Entities are never handed to FastAPI as they are. Task and workflow executions copy every
+entity field their model has (the models take their fields from the dataclasses, see
+``compozy.api.models``), so a new field needs no edit here; users and API keys are copied
+field by field, so that nothing is sent that was not chosen (no key hashes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from compozy.api.models import (
+    STORED_TIMESTAMPS,
     APIKeyOut,
     APIKeyPage,
     CreatedAPIKey,
@@ -74,31 +80,25 @@ def _usage_out(usage: UsageSummary | None) -> list[UsageEntryOut] | None:
     ]
 
 
-def _task_fields(task: TaskState) -> dict[str, Any]:
-    return {
-        "task_exec_id": task.task_exec_id,
-        "task_id": task.task_id,
-        "workflow_id": task.workflow_id,
-        "workflow_exec_id": task.workflow_exec_id,
-        "parent_state_id": task.parent_state_id,
-        "component": task.component,
-        "status": task.status,
-        "execution_type": task.execution_type,
-        "agent_id": task.agent_id,
-        "action_id": task.action_id,
-        "tool_id": task.tool_id,
-        "usage": _usage_out(task.usage),
-        "input": task.input,
-        "output": task.output,
-        "error": task.error,
-        "created_at": _stored(task.created_at, "created_at"),
-        "updated_at": _stored(task.updated_at, "updated_at"),
-    }
+def _copied(entity: Any, model: type[BaseModel]) -> dict[str, Any]:
+    """The fields of the dataclass ``entity`` that ``model`` has (same name), as it shows them."""
+    shown = model.model_fields
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(entity):
+        if f.name not in shown:
+            continue
+        value = getattr(entity, f.name)
+        if f.name in STORED_TIMESTAMPS:
+            value = _stored(value, f.name)
+        elif isinstance(value, UsageSummary):
+            value = _usage_out(value)
+        values[f.name] = value
+    return values
 
 
 def task_out(task: TaskState) -> TaskExecution:
     """The task execution as sent."""
-    return TaskExecution(**_task_fields(task))
+    return TaskExecution(**_copied(task, TaskExecution))
 
 
 def task_tree_out(tasks: list[TaskState]) -> list[TaskNode]:
@@ -106,7 +106,7 @@ def task_tree_out(tasks: list[TaskState]) -> list[TaskNode]:
 
     A task whose parent is not among ``tasks`` is shown as a root rather than dropped.
     """
-    nodes = {task.task_exec_id: TaskNode(**_task_fields(task)) for task in tasks}
+    nodes = {task.task_exec_id: TaskNode(**_copied(task, TaskNode)) for task in tasks}
     roots: list[TaskNode] = []
     for task in tasks:
         node = nodes[task.task_exec_id]
@@ -115,29 +115,19 @@ def task_tree_out(tasks: list[TaskState]) -> list[TaskNode]:
     return roots
 
 
-def _workflow_fields(summary: WorkflowSummary) -> dict[str, Any]:
+def _workflow_fields(summary: WorkflowSummary, model: type[BaseModel]) -> dict[str, Any]:
     counts = {status.value: n for status, n in summary.task_status_counts.items() if n}
     return {
-        "workflow_exec_id": summary.workflow_exec_id,
-        "workflow_id": summary.workflow_id,
-        "status": summary.status,
-        "usage": _usage_out(summary.usage),
-        "input": summary.input,
-        "output": summary.output,
-        "error": summary.error,
-        "created_at": summary.created_at,
-        "updated_at": summary.updated_at,
+        **_copied(summary, model),
         "task_count": summary.task_count,
         "task_status_counts": dict(sorted(counts.items())),
-        "worker_id": summary.worker_id,
-        "claim_count": summary.claim_count,
         "cancel_requested": summary.cancel_requested_at is not None,
     }
 
 
 def workflow_summary_out(summary: WorkflowSummary) -> WorkflowExecutionSummary:
     """The execution as a list item."""
-    return WorkflowExecutionSummary(**_workflow_fields(summary))
+    return WorkflowExecutionSummary(**_workflow_fields(summary, WorkflowExecutionSummary))
 
 
 def workflow_page_out(page: Page[WorkflowSummary]) -> WorkflowExecutionPage:
@@ -152,7 +142,9 @@ def workflow_detail_out(
     summary: WorkflowSummary, tasks: list[TaskState]
 ) -> WorkflowExecutionDetail:
     """The execution with ``tasks`` (all its task states, oldest first) as a tree."""
-    return WorkflowExecutionDetail(**_workflow_fields(summary), tasks=task_tree_out(tasks))
+    return WorkflowExecutionDetail(
+        **_workflow_fields(summary, WorkflowExecutionDetail), tasks=task_tree_out(tasks)
+    )
 
 
 def progress_out(progress: ProgressInfo) -> Progress:

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from compozy.core import ExecutionType, Status
+from compozy.core import ExecutionType, Status, format_timestamp
 from compozy.store import Store
 from compozy.usage import UsageEntry, UsageSummary
 
@@ -215,7 +215,7 @@ def test_task_detail(
         "updated_at": body["updated_at"],
     }
     assert stored.created_at is not None
-    assert body["created_at"] == stored.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert body["created_at"] == format_timestamp(stored.created_at)
 
 
 def test_progress_counts_direct_children(

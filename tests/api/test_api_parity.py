@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from compozy.auth import Role, User
 from compozy.auth.keys import TEST_BCRYPT_ROUNDS, new_api_key
 from compozy.config import DatabaseConfig
-from compozy.core import Component, ExecutionType, Status, new_id
+from compozy.core import Component, ExecutionType, Status, format_timestamp, new_id
 from compozy.errors import NotFoundError
 from compozy.store import Store, open_store
 from compozy.task import TaskState
@@ -30,7 +30,7 @@ from compozy.usage import UsageEntry, UsageSummary
 from compozy.workflow import WorkflowState
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)
-FIXED_TIMES = {(T0 + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for s in range(20)}
+FIXED_TIMES = {format_timestamp(T0 + timedelta(seconds=s)) for s in range(20)}
 KSUID = re.compile(r"\b[0-9A-Za-z]{27}\b")
 API_KEY = re.compile(r"cpzy_[0-9A-Za-z]+_[0-9A-Za-z]+")
 PREFIX = re.compile(r'"prefix": "[0-9A-Za-z]+"')
