@@ -59,7 +59,7 @@ from psycopg.types.json import Jsonb
 
 from compozy.config import DatabaseConfig
 from compozy.core import TERMINAL_STATUSES, Status, new_id
-from compozy.store import Store, open_store
+from compozy.store import Store, open_store, sql_connection
 from compozy.store.tables import task_states, workflow_states
 from compozy.store.types import format_timestamp, json_text, parse_timestamp
 from compozy.workflow import WorkflowFilter, WorkflowState
@@ -274,7 +274,7 @@ def sqlite_target(root: Path, name: str) -> Iterator[Target]:
 def postgres_target(url: str) -> Iterator[Target]:
     """The bench database, emptied (the previous measurement's rows are gone)."""
     with open_store(DatabaseConfig(conn_string=url)) as store:
-        with store.database.connect(write=True) as conn:
+        with sql_connection(store, write=True) as conn:
             conn.execute(sa.text("TRUNCATE task_states, workflow_states"))
         yield Target("postgres", {"driver": "postgres", "conn_string": url}, store)
 
@@ -325,7 +325,7 @@ def fetch(store: Store, ids: Sequence[str]) -> list[sa.Row[Any]]:
         _WF.claim_count,
         _WF.lease_expires_at,
     ).where(_WF.workflow_exec_id.in_(sa.bindparam("ids", expanding=True)))
-    with store.database.connect(write=False) as conn:
+    with sql_connection(store, write=False) as conn:
         return list(conn.execute(stmt, {"ids": list(ids)}))
 
 
@@ -335,7 +335,7 @@ def wait_terminal(store: Store, ids: Sequence[str], timeout: float) -> None:
     )
     deadline = time.monotonic() + timeout
     while True:
-        with store.database.connect(write=False) as conn:
+        with sql_connection(store, write=False) as conn:
             done = conn.execute(stmt, {"ids": list(ids)}).scalar_one()
         if done == len(ids):
             return
@@ -435,7 +435,7 @@ def first_tasks(store: Store, ids: Sequence[str]) -> dict[str, datetime]:
         .where(t.workflow_exec_id.in_(sa.bindparam("ids", expanding=True)))
         .group_by(t.workflow_exec_id)
     )
-    with store.database.connect(write=False) as conn:
+    with sql_connection(store, write=False) as conn:
         return {
             exec_id: first if isinstance(first, datetime) else parse_timestamp(first)
             for exec_id, first in conn.execute(stmt, {"ids": list(ids)})
@@ -479,7 +479,7 @@ def held_by(store: Store, ids: Sequence[str], worker_id: str) -> bool:
         task_states.c.task_id == "nap",
         task_states.c.status == Status.RUNNING.value,
     )
-    with store.database.connect(write=False) as conn:
+    with sql_connection(store, write=False) as conn:
         return bool(conn.execute(stmt, {"ids": list(ids)}).scalar_one() == len(ids))
 
 
@@ -580,9 +580,13 @@ def fill(target: Target, executions: int, tasks_each: int) -> float:
     executemany in one transaction on SQLite); seconds taken, building the rows included."""
     started = time.perf_counter()
     flows, tasks = seed_rows(executions, tasks_each)
-    fairy = target.store.database.engine.raw_connection()
+    # The raw driver, outside the store: COPY and explicit transactions are the point here.
+    if target.kind == "postgres":
+        fairy: Any = psycopg.connect(target.database["conn_string"])
+    else:
+        fairy = sqlite3.connect(target.database["path"], isolation_level=None)
     try:
-        raw: Any = fairy.driver_connection
+        raw: Any = fairy
         if target.kind == "postgres":
             with raw.cursor() as cursor:
                 for table, columns, rows in (
@@ -693,7 +697,7 @@ def walk_while_inserting(target: Target, executions: int) -> Cells:
     """Read every page (limit 500) while another thread stores new executions: each execution
     that existed before the walk must come exactly once."""
     store = target.store
-    with store.database.engine.connect() as conn:
+    with sql_connection(store) as conn:
         before = {row[0] for row in conn.execute(sa.select(_WF.workflow_exec_id))}
     done = threading.Event()
     inserted: list[str] = []
@@ -724,7 +728,7 @@ def walk_while_inserting(target: Target, executions: int) -> Cells:
     took = time.perf_counter() - started
     old = [exec_id for exec_id in seen if exec_id in before]
     exact = len(old) == len(set(old)) == len(before) and len(seen) == len(set(seen))
-    with store.database.engine.begin() as conn:  # the later measurements see what they saw
+    with sql_connection(store, write=True) as conn:  # the later measurements see what they saw
         conn.execute(sa.delete(workflow_states).where(_WF.workflow_id == "paging-new"))
     return (
         "every execution once, paging all",

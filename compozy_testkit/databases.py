@@ -74,7 +74,7 @@ class WorkerDatabases:
         from compozy.store import open_store
 
         store = self._warm.get(backend)
-        if store is None or store.database.closed:
+        if store is None or store.closed:
             config = self.config(backend)
             store = self._templates.memory_store() if config is None else open_store(config)
             self._warm[backend] = store
@@ -83,13 +83,14 @@ class WorkerDatabases:
     def wipe(self, backend: str) -> None:
         """Delete every row the last test left; rebuild the database if that is not possible."""
         from compozy.errors import CompozyError
+        from compozy.store import sql_connection
         from compozy.store.tables import TABLES
 
         # Through the warm Store even if the test never used it: it may have written through
         # Stores of its own.
         store = self.warm_store(backend)
         try:
-            with store.database.connect(write=True) as conn:
+            with sql_connection(store, write=True) as conn:
                 for table in reversed(TABLES):  # children first
                     conn.execute(table.delete())
         except CompozyError:

@@ -12,11 +12,11 @@ import typer
 
 from compozy.auth import User
 from compozy.auth.keys import new_api_key
-from compozy.config import load_config
+from compozy.config import MEMORY_PATH, load_config
 from compozy.config.loader import DEFAULT_CONFIG_FILE
 from compozy.errors import CompozyError
 from compozy.store import migrations, open_store
-from compozy.store.dialects.sqlite import MEMORY
+from compozy.store.drivers.sqlite import SIDECAR_SUFFIXES
 
 __all__ = ["InitError", "init"]
 
@@ -58,8 +58,6 @@ outputs:
   greeting: "{{ tasks.greet.output.text }}"
   shouted: "{{ tasks.shout.output.text }}"
 """
-# Files SQLite may create next to the database file.
-_SQLITE_SIDECARS: Final = ("-wal", "-shm", "-journal")
 
 
 class InitError(CompozyError):
@@ -143,7 +141,7 @@ def _already_initialised(config_path: Path) -> InitError:
 
 def _prepare_sqlite_folder(database_path: str | None, created: list[Path]) -> None:
     """Make the database's folder private, and record the files opening the store will create."""
-    if database_path is None or database_path == MEMORY:
+    if database_path is None or database_path == MEMORY_PATH:
         return
     path = Path(database_path)
     missing = _outermost_missing(path.parent)
@@ -158,7 +156,7 @@ def _prepare_sqlite_folder(database_path: str | None, created: list[Path]) -> No
     finally:
         if missing is not None and (missing.exists() or missing.is_symlink()):
             created.append(missing)
-    for candidate in (path, *(Path(f"{path}{suffix}") for suffix in _SQLITE_SIDECARS)):
+    for candidate in (path, *(Path(f"{path}{suffix}") for suffix in SIDECAR_SUFFIXES)):
         if not (candidate.exists() or candidate.is_symlink()):
             created.append(candidate)
 
@@ -195,8 +193,8 @@ def init(
                 admin = tx.auth.create_initial_admin_if_none(User(email=admin_email))
                 key, plaintext = new_api_key(admin.id)
                 tx.auth.create_api_key(key)
-            revision = migrations.status(store.database).current
-            location = store.location
+            revision = migrations.status(store).current
+            location = store.describe()
         finally:
             store.close()
     except BaseException:

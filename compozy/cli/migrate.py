@@ -43,7 +43,7 @@ def _report(store: Store, before: MigrationStatus, after: MigrationStatus) -> No
         typer.echo(f"already at {_revision(after.current, after.head)}")
         return
     typer.echo(
-        f"migrated {store.location} from {_revision(before.current, before.head)} "
+        f"migrated {store.describe()} from {_revision(before.current, before.head)} "
         f"to {_revision(after.current, after.head)}"
     )
 
@@ -60,8 +60,8 @@ def up(
     """Apply pending migrations, up to the head or to --to REV."""
     config = flags.load().database
     with _store(config) as store:
-        before = migrations.status(store.database)
-        _report(store, before, migrations.upgrade(store.database, to))
+        before = migrations.status(store)
+        _report(store, before, migrations.upgrade(store, to))
 
 
 @migrate_app.command()
@@ -89,8 +89,8 @@ def down(
     if missing is not None:
         raise ValidationError(f"there is no SQLite database at {missing}, so nothing to revert")
     with _store(config) as store:
-        before = migrations.status(store.database)
-        _report(store, before, migrations.downgrade(store.database, to=to, steps=steps))
+        before = migrations.status(store)
+        _report(store, before, migrations.downgrade(store, to=to, steps=steps))
 
 
 @migrate_app.command()
@@ -106,7 +106,7 @@ def status(*, flags: ConfigFlags) -> None:
         typer.echo(f"pending:  {', '.join(migrations.revisions())}")
         return
     with _store(config) as store:
-        found = migrations.status(store.database)
-        typer.echo(f"database: {store.location}")
+        found = migrations.status(store)
+        typer.echo(f"database: {store.describe()}")
         typer.echo(f"current:  {_revision(found.current, found.head)}")
         typer.echo(f"pending:  {', '.join(found.pending) or 'none'}")

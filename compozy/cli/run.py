@@ -85,7 +85,7 @@ def run(
         # Checked before the first progress line, so a user error is the only line printed.
         engine.definition(workflow_id).validate_input(payload)
         exec_id = engine.submit(workflow_id, payload)
-        typer.echo(f"running {workflow_id} ({exec_id}) on {runtime.store.location}", err=True)
+        typer.echo(f"running {workflow_id} ({exec_id}) on {runtime.store.describe()}", err=True)
         failure: list[BaseException] = []
 
         def execute() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +17,6 @@ import typer
 from compozy.config import Config, DatabaseConfig, load_config
 from compozy.engine import Engine, WorkflowDefinition, load_definitions
 from compozy.store import Store, open_store
-from compozy.store.dialects.sqlite import MEMORY
 
 ConfigFile = Annotated[
     str | None,
@@ -104,10 +102,8 @@ def config_options(command: Callable[..., None]) -> Callable[..., None]:
 
 def missing_sqlite_file(config: DatabaseConfig) -> str | None:
     """The path of a SQLite database file that does not exist yet (opening would create it)."""
-    if config.driver == "sqlite" and config.path not in (None, MEMORY):
-        path = str(config.path)
-        return None if os.path.exists(path) else path
-    return None
+    path = config.sqlite_file
+    return None if path is None or path.exists() else str(path)
 
 
 @dataclass

@@ -48,7 +48,7 @@ def _startup_line(config: Config, store: Store, host: str, port: int) -> str:
         database = config.database
         guidance = f"pool of {database.pool_size}+{database.max_overflow} connections"
     return (
-        f"compozy {compozy.__version__} on http://{host}:{port}, {store.location} "
+        f"compozy {compozy.__version__} on http://{host}:{port}, {store.describe()} "
         f"({guidance}), up to {config.worker.max_concurrent_workflows} workflows at once"
     )
 

@@ -20,7 +20,7 @@ def worker(*, flags: ConfigFlags) -> None:
         with stopper.installed():
             engine.serve()
             typer.echo(
-                f"worker {engine.worker_id} on {runtime.store.location}: up to "
+                f"worker {engine.worker_id} on {runtime.store.describe()}: up to "
                 f"{config.worker.max_concurrent_workflows} of "
                 f"{', '.join(sorted(engine.definitions)) or 'no workflows'} at once, "
                 f"lease {config.runtime.lease:g}s; Ctrl-C to stop",

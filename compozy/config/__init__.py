@@ -2,6 +2,7 @@
 
 from compozy.config.loader import load_config
 from compozy.config.models import (
+    MEMORY_PATH,
     Config,
     ConfigSection,
     DatabaseConfig,
@@ -14,6 +15,7 @@ from compozy.config.models import (
 )
 
 __all__ = [
+    "MEMORY_PATH",
     "Config",
     "ConfigSection",
     "DatabaseConfig",

@@ -12,7 +12,7 @@ from typing import Any, Final
 import yaml
 
 from compozy.config.messages import Loc
-from compozy.config.models import Config
+from compozy.config.models import MEMORY_PATH, Config
 from compozy.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG_FILE", "ENV_VARS", "OVERRIDES_SOURCE", "load_config"]
@@ -186,7 +186,7 @@ def _resolve_sqlite_path(layer: dict[str, Any], base_dir: Path) -> None:
     if not isinstance(section, dict):
         return
     raw = section.get("path")
-    if not isinstance(raw, str) or not raw.strip() or raw == ":memory:":
+    if not isinstance(raw, str) or not raw.strip() or raw == MEMORY_PATH:
         return
     section["path"] = os.path.abspath(os.path.join(base_dir, os.path.expanduser(raw)))
 

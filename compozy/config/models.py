@@ -6,7 +6,8 @@ import logging
 import math
 import os
 import re
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Self, cast
 
 from pydantic import (
     AliasChoices,
@@ -156,6 +157,10 @@ _SQLITE_ONLY = ("path", "busy_timeout")
 _TEXT_FIELDS = ("conn_string", "host", "user", "password", "name", "dbname", "ssl_mode", "path")
 
 
+MEMORY_PATH: Final = ":memory:"
+"""The SQLite ``database.path`` of a private in-memory database."""
+
+
 class DatabaseConfig(ConfigSection):
     """Which database holds compozy's state: PostgreSQL (the default) or SQLite."""
 
@@ -170,7 +175,7 @@ class DatabaseConfig(ConfigSection):
     password: SecretStr | None = None
     name: str | None = Field(default=None, validation_alias=AliasChoices("name", "dbname"))
     ssl_mode: SslMode | None = None
-    # SQLite: an absolute file path or ":memory:".
+    # SQLite: an absolute file path or MEMORY_PATH.
     path: str | None = None
     busy_timeout: Duration = Field(default=5.0, ge=0)
     # Both drivers.
@@ -200,9 +205,16 @@ class DatabaseConfig(ConfigSection):
     @classmethod
     def _absolute_path(cls, value: str | None) -> str | None:
         # The loader already resolved file-relative paths; this covers direct construction.
-        if value is None or value == ":memory:":
+        if value is None or value == MEMORY_PATH:
             return value
         return os.path.abspath(os.path.expanduser(value))
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, or None (PostgreSQL, or SQLite in memory)."""
+        if self.driver != "sqlite" or self.path is None or self.path == MEMORY_PATH:
+            return None
+        return Path(self.path)
 
     @model_validator(mode="after")
     def _check_driver_settings(self) -> Self:

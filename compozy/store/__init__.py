@@ -1,17 +1,20 @@
-"""The store: repositories for workflows, tasks and auth on PostgreSQL or SQLite (SPEC 3.4).
+"""The store: repositories for workflows, tasks and auth on PostgreSQL or SQLite.
 
-This is the only package that imports SQLAlchemy. ``open_store(config)`` picks the dialect
-from ``config.driver``; everything else is the same code for both databases.
+This is the only package that imports SQLAlchemy. ``open_store(config)`` builds the driver that
+``config.driver`` names (``DRIVERS``); everything else is the same code for both databases.
+docs/architecture.md describes the layers, the driver and the unit of work.
 """
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Literal, TypeVar
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 
@@ -20,8 +23,8 @@ from compozy.errors import CompozyError, ConfigError
 from compozy.repositories import RepositoryStore
 from compozy.store import migrations
 from compozy.store.database import Database
-from compozy.store.dialects.base import Dialect
-from compozy.store.dialects.sqlite import SQLiteDialect
+from compozy.store.drivers.base import Driver
+from compozy.store.drivers.sqlite import SQLiteDriver
 from compozy.store.repos.auth import SqlAuthRepository
 from compozy.store.repos.queue import SqlExecutionQueue
 from compozy.store.repos.task import SqlTaskRepository
@@ -29,7 +32,15 @@ from compozy.store.repos.workflow import SqlWorkflowRepository
 
 T = TypeVar("T")
 
-__all__ = ["Store", "StoreHealth", "TransactionScope", "open_sqlite_connection", "open_store"]
+__all__ = [
+    "DRIVERS",
+    "Store",
+    "StoreHealth",
+    "TransactionScope",
+    "open_sqlite_connection",
+    "open_store",
+    "sql_connection",
+]
 
 
 @dataclass(frozen=True)
@@ -65,19 +76,27 @@ class Store:
         self.queue = SqlExecutionQueue(db)
 
     @property
-    def driver(self) -> Literal["postgres", "sqlite"]:
-        """``postgres`` or ``sqlite``."""
-        return "sqlite" if self._db.dialect.name == "sqlite" else "postgres"
+    def driver(self) -> str:
+        """The driver's name, as ``database.driver`` spells it: ``postgres`` or ``sqlite``."""
+        return self._db.driver.name
 
     @property
     def location(self) -> str:
-        """Where the database is (never contains a password)."""
-        return self._db.dialect.describe()
+        """Where the database is: a path, ``in-memory`` or ``host:port/name`` (no password)."""
+        return self._db.driver.location
+
+    def describe(self) -> str:
+        """The driver and the location, for messages: ``sqlite /srv/compozy.db``."""
+        return self._db.driver.describe()
 
     @property
-    def database(self) -> Database:
-        """The engine, dialect and transaction state (for migrations and the testkit)."""
-        return self._db
+    def closed(self) -> bool:
+        """True once ``close()`` ran."""
+        return self._db.closed
+
+    def files(self) -> list[Path]:
+        """The files that make up the database on this machine (none for a server)."""
+        return self._db.driver.files()
 
     @contextmanager
     def transaction(self) -> Iterator[TransactionScope]:
@@ -123,14 +142,26 @@ class Store:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Store {self.location}>"
+        return f"<Store {self.describe()}>"
 
 
-def _open(dialect: Dialect, *, auto_migrate: bool) -> Store:
-    store = Store(Database(dialect))
+DRIVERS: Mapping[str, Callable[[], type[Driver]]] = MappingProxyType(
+    {
+        "sqlite": lambda: SQLiteDriver,
+        # psycopg is imported only when a PostgreSQL store is opened.
+        "postgres": lambda: (
+            importlib.import_module("compozy.store.drivers.postgres").PostgresDriver
+        ),
+    }
+)
+"""``database.driver`` -> its driver class; every driver is built from the DatabaseConfig."""
+
+
+def _open(driver: Driver, *, auto_migrate: bool) -> Store:
+    store = Store(Database(driver))
     if auto_migrate:
         try:
-            migrations.upgrade(store.database)
+            migrations.upgrade(store)
         except BaseException:
             store.close()
             raise
@@ -139,23 +170,12 @@ def _open(dialect: Dialect, *, auto_migrate: bool) -> Store:
 
 def open_store(config: DatabaseConfig) -> Store:
     """Open the database ``config`` describes; migrate it to the head if ``auto_migrate``."""
-    dialect: Dialect
-    if config.driver == "sqlite":
-        if not config.path:
-            raise ConfigError("database.path is required with database.driver: sqlite")
-        dialect = SQLiteDialect(
-            config.path,
-            busy_timeout=config.busy_timeout,
-            pool_size=config.pool_size,
-            max_overflow=config.max_overflow,
+    driver_class = DRIVERS.get(config.driver)
+    if driver_class is None:  # pragma: no cover - DatabaseConfig refuses other drivers
+        raise ConfigError(
+            f"database.driver {config.driver!r} is not one of {', '.join(sorted(DRIVERS))}"
         )
-    elif config.driver == "postgres":
-        from compozy.store.dialects.postgres import PostgresDialect
-
-        dialect = PostgresDialect(config)
-    else:  # pragma: no cover - DatabaseConfig refuses other drivers
-        raise ConfigError(f"database.driver {config.driver!r} is not postgres or sqlite")
-    return _open(dialect, auto_migrate=config.auto_migrate)
+    return _open(driver_class()(config), auto_migrate=config.auto_migrate)
 
 
 def open_sqlite_connection(
@@ -166,8 +186,16 @@ def open_sqlite_connection(
     For test kits that clone a migrated template with ``sqlite3.Connection.backup``; the
     connection must allow use from other threads (``check_same_thread=False``).
     """
-    dialect = SQLiteDialect(":memory:", busy_timeout=busy_timeout, connection=connection)
-    return _open(dialect, auto_migrate=auto_migrate)
+    return _open(SQLiteDriver.over_connection(connection, busy_timeout), auto_migrate=auto_migrate)
+
+
+@contextmanager
+def sql_connection(store: Store, *, write: bool = False) -> Iterator[sa.Connection]:
+    """A SQLAlchemy connection to the store's database, in a transaction of its own (committed
+    on exit). For checks of compozy's own schema and for test kits that wipe rows; not part of
+    the repository protocol, and never needed to use a store."""
+    with store._db.connect(write=write) as conn:
+        yield conn
 
 
 if TYPE_CHECKING:  # Store implements the protocols that the contract suite tests

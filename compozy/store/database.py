@@ -20,7 +20,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from compozy.errors import CompozyError, StoreBusy, StoreUnavailable
-from compozy.store.dialects.base import WRITE_OPTION, Dialect
+from compozy.store.drivers.base import WRITE_OPTION, Driver
 
 T = TypeVar("T")
 
@@ -31,22 +31,22 @@ _RETRY_CAP = 0.5
 
 
 class Database:
-    """An engine, its dialect and the transaction each thread or task is in."""
+    """An engine, its driver and the transaction each thread or task is in."""
 
-    def __init__(self, dialect: Dialect) -> None:
-        self.dialect = dialect
-        self.engine = dialect.create_engine()
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.engine = driver.create_engine()
         self._current: ContextVar[Connection | None] = ContextVar(
             f"compozy_transaction_{id(self)}", default=None
         )
         self.closed = False
         self._statements: dict[str, Any] = {}
 
-    def statement(self, name: str, build: Callable[[Dialect], Any]) -> Any:
+    def statement(self, name: str, build: Callable[[Driver], Any]) -> Any:
         """A statement built once per database: building one costs more than running it."""
         found = self._statements.get(name)
         if found is None:
-            found = self._statements[name] = build(self.dialect)
+            found = self._statements[name] = build(self.driver)
         return found
 
     @contextmanager
@@ -54,8 +54,8 @@ class Database:
         """Re-raise SQLAlchemy and driver errors as ``compozy.errors`` types."""
         try:
             yield
-        except (sa_exc.SQLAlchemyError, self.dialect.driver_error) as error:
-            raise self.dialect.translate(error) from error
+        except (sa_exc.SQLAlchemyError, self.driver.driver_error) as error:
+            raise self.driver.translate(error) from error
 
     @contextmanager
     def unit(
@@ -87,8 +87,8 @@ class Database:
     def connect(self, *, write: bool) -> Iterator[Connection]:
         """A new connection in a new transaction: committed on exit, rolled back on error."""
         if self.closed:
-            raise StoreUnavailable(f"the store for {self.dialect.describe()} is closed")
-        with self.dialect.guard(write=write), self.translate(), self.engine.connect() as conn:
+            raise StoreUnavailable(f"the store for {self.driver.describe()} is closed")
+        with self.driver.guard(write=write), self.translate(), self.engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: write})
             with conn.begin():
                 yield conn

@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 
 from compozy.core import Status
 from compozy.errors import CompozyError, ValidationError
-from compozy.store import Store, migrations
+from compozy.store import Store, migrations, sql_connection
 from compozy.store.migrations.sqlfile import SQL_DIR, read_section
 from compozy.store.tables import (
     CHECK_CONSTRAINTS,
@@ -37,13 +37,13 @@ APP_TABLES = {t.name for t in TABLES}
 
 
 def _tables(store: Store) -> set[str]:
-    with store.database.engine.connect() as conn:
+    with sql_connection(store) as conn:
         return set(sa.inspect(conn).get_table_names()) - {"alembic_version"}
 
 
 def _schema(store: Store) -> dict[str, Any]:
     """Each table with its columns and index names: what a revision must change."""
-    with store.database.engine.connect() as conn:
+    with sql_connection(store) as conn:
         inspector = sa.inspect(conn)
         return {
             table: (
@@ -62,7 +62,7 @@ def _row_ids(store: Store) -> dict[str, list[tuple[Any, ...]]]:
         "users": "SELECT id, email FROM users",
         "api_keys": "SELECT id, user_id FROM api_keys",
     }
-    with store.database.engine.connect() as conn:
+    with sql_connection(store) as conn:
         return {
             table: sorted(tuple(row) for row in conn.execute(sa.text(sql)))
             for table, sql in queries.items()
@@ -131,33 +131,32 @@ class MigrationContract:
 
     def test_every_revision_has_postgres_and_sqlite_sql_with_up_and_down(self) -> None:
         for revision in migrations.revisions():
-            for dialect in ("postgres", "sqlite"):
-                path = SQL_DIR / f"{revision}.{dialect}.sql"
+            for driver in ("postgres", "sqlite"):
+                path = SQL_DIR / f"{revision}.{driver}.sql"
                 assert read_section(path, "up").strip(), f"{path} has an empty up section"
                 assert read_section(path, "down").strip(), f"{path} has an empty down section"
 
     def test_up_down_up_step_by_step(self, compozy_empty_database: TestDatabase) -> None:
         store = compozy_empty_database.open()
-        db = store.database
-        assert migrations.status(db).current is None
+        assert migrations.status(store).current is None
         seen = [_schema(store)]
         for revision in migrations.revisions():
-            assert migrations.upgrade(db, revision).current == revision
+            assert migrations.upgrade(store, revision).current == revision
             seen.append(_schema(store))
             assert seen[-1] != seen[-2], f"revision {revision} changed no table, column or index"
         assert set(seen[-1]) == APP_TABLES
         for expected in reversed(seen[:-1]):
-            migrations.downgrade(db, steps=1)
+            migrations.downgrade(store, steps=1)
             assert _schema(store) == expected
-        assert migrations.status(db).current is None
-        final = migrations.upgrade(db)
+        assert migrations.status(store).current is None
+        final = migrations.upgrade(store)
         assert (final.current, final.pending) == (final.head, [])
         assert _tables(store) == APP_TABLES
 
     def test_migrated_schema_matches_tables_py(self, compozy_empty_database: TestDatabase) -> None:
         store = compozy_empty_database.open()
-        migrations.upgrade(store.database)
-        with store.database.engine.connect() as conn:
+        migrations.upgrade(store)
+        with sql_connection(store) as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             diff = compare_metadata(context, metadata)
         assert diff == []
@@ -166,28 +165,28 @@ class MigrationContract:
         self, compozy_empty_database: TestDatabase
     ) -> None:
         store = compozy_empty_database.open()
-        migrations.upgrade(store.database)
-        with store.database.engine.connect() as conn:
+        migrations.upgrade(store)
+        with sql_connection(store) as conn:
             assert schema_names(conn) == expected_names()
 
     def test_data_survives_a_down_and_up_of_later_revisions(
         self, compozy_empty_database: TestDatabase
     ) -> None:
         store = compozy_empty_database.open()
-        migrations.upgrade(store.database)
+        migrations.upgrade(store)
         stored = workflow(store, input={"keep": "me"})
-        migrations.downgrade(store.database, to=migrations.revisions()[0])
-        migrations.upgrade(store.database)
+        migrations.downgrade(store, to=migrations.revisions()[0])
+        migrations.upgrade(store)
         assert store.workflows.get_state(stored.workflow_exec_id) == stored
 
     def test_rows_written_before_0003_survive_its_up_and_down_and_are_read_and_claimed(
         self, compozy_empty_database: TestDatabase
     ) -> None:
         store = compozy_empty_database.open()
-        db = store.database
-        migrations.upgrade(db, "0002")
+        migrations.upgrade(store, "0002")
         key_print = hashlib.sha256(b"k1").digest()
-        with db.engine.begin() as conn:  # the columns 0002 has, written as a 0002 compozy did
+        # The columns 0002 has, written as a 0002 compozy did.
+        with sql_connection(store, write=True) as conn:
             conn.execute(
                 sa.insert(workflow_states),
                 [
@@ -251,9 +250,9 @@ class MigrationContract:
             )
         before = _row_ids(store)
 
-        migrations.upgrade(db)
+        migrations.upgrade(store)
         assert _row_ids(store) == before
-        with db.engine.connect() as conn:
+        with sql_connection(store) as conn:
             claims = conn.execute(
                 sa.text(
                     "SELECT workflow_exec_id, worker_id, lease_expires_at, claim_count,"
@@ -295,10 +294,10 @@ class MigrationContract:
             ("old-running", 1, None)
         ]
 
-        migrations.downgrade(db, to="0002")
-        assert migrations.status(db).current == "0002"
+        migrations.downgrade(store, to="0002")
+        assert migrations.status(store).current == "0002"
         assert _row_ids(store) == before
-        with db.engine.connect() as conn:
+        with sql_connection(store) as conn:
             columns = {c["name"] for c in sa.inspect(conn).get_columns("workflow_states")}
         assert "claim_count" not in columns
 
@@ -316,7 +315,7 @@ class MigrationContract:
                 sqlite3.connect(":memory:", check_same_thread=False), auto_migrate=True
             )
         try:
-            assert migrations.status(store.database).up_to_date
+            assert migrations.status(store).up_to_date
         finally:
             store.close()
 
@@ -332,7 +331,7 @@ class MigrationContract:
         def migrate(store: Store) -> None:
             barrier.wait()
             try:
-                migrations.upgrade(store.database)
+                migrations.upgrade(store)
             except BaseException as exc:  # noqa: BLE001 - collected for the assertion
                 errors.append(exc)
 
@@ -342,48 +341,48 @@ class MigrationContract:
         for thread in threads:
             thread.join()
         assert errors == []
-        assert migrations.status(stores[0].database).up_to_date
+        assert migrations.status(stores[0]).up_to_date
 
     def test_down_by_more_steps_than_applied_is_refused_and_changes_nothing(
         self, compozy_empty_database: TestDatabase
     ) -> None:
         store = compozy_empty_database.open()
-        migrations.upgrade(store.database)
+        migrations.upgrade(store)
         with pytest.raises(ValidationError, match="--steps 99"):
-            migrations.downgrade(store.database, steps=99)
-        assert migrations.status(store.database).up_to_date
+            migrations.downgrade(store, steps=99)
+        assert migrations.status(store).up_to_date
 
     def test_unknown_revision_is_refused(self, compozy_empty_database: TestDatabase) -> None:
         store = compozy_empty_database.open()
         with pytest.raises(ValidationError, match="unknown revision 'nope'"):
-            migrations.upgrade(store.database, to="nope")
-        assert migrations.status(store.database).current is None
+            migrations.upgrade(store, to="nope")
+        assert migrations.status(store).current is None
 
     def test_a_database_migrated_by_a_newer_compozy_is_reported(
         self, compozy_empty_database: TestDatabase
     ) -> None:
         store = compozy_empty_database.open()
-        migrations.upgrade(store.database)
-        with store.database.engine.begin() as conn:
+        migrations.upgrade(store)
+        with sql_connection(store, write=True) as conn:
             conn.execute(sa.text("UPDATE alembic_version SET version_num = 'from-the-future'"))
         with pytest.raises(CompozyError, match="newer compozy"):
-            migrations.status(store.database)
+            migrations.status(store)
 
     @pytest.mark.compozy_backends("sqlite", "sqlite-file", reason="foreign keys off is SQLite's")
     def test_sqlite_migrations_run_with_foreign_keys_off_and_check_them_before_commit(
         self, compozy_empty_database: TestDatabase
     ) -> None:
         store = compozy_empty_database.open()
-        db = store.database
-        with db.engine.connect() as conn:
-            with db.dialect.migration_guard(conn):
+        # A check of compozy's own driver (not of the protocol), so it reaches inside the store.
+        engine, driver = store._db.engine, store._db.driver
+        with engine.connect() as conn:
+            with driver.migration(conn):
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
-                conn.rollback()
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         first = migrations.revisions()[0]
-        migrations.upgrade(db, first)
+        migrations.upgrade(store, first)
         # A dangling reference written behind the store's back must stop the next migration.
-        with db.engine.connect() as conn:
+        with engine.connect() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             raw.execute("PRAGMA foreign_keys=OFF")
@@ -395,5 +394,5 @@ class MigrationContract:
             )
             raw.execute("PRAGMA foreign_keys=ON")
         with pytest.raises(CompozyError, match="foreign keys"):
-            migrations.upgrade(db)
-        assert migrations.status(db).current == first
+            migrations.upgrade(store)
+        assert migrations.status(store).current == first

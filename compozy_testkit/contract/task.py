@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from compozy.core import Component, ExecutionType, Status
 from compozy.errors import CompozyError, ConstraintViolation, TaskNotFound, ValidationError
-from compozy.store import Store
+from compozy.store import Store, sql_connection
 from compozy.store.tables import task_states, workflow_states
 from compozy.task import TaskFilter, TaskState
 from compozy_testkit.contract._build import at, task, usage, workflow
@@ -376,12 +376,12 @@ class TaskRepositoryContract:
         task(compozy_store, wf, task_id="grandchild", parent=child)
         sibling = task(compozy_store, wf, task_id="sibling")
         kept = task(compozy_store, other, task_id="elsewhere")
-        with compozy_store.database.engine.begin() as conn:
+        with sql_connection(compozy_store, write=True) as conn:
             conn.execute(
                 sa.delete(task_states).where(task_states.c.task_exec_id == root.task_exec_id)
             )
         assert {t.task_id for t in compozy_store.tasks.list_states()} == {"sibling", "elsewhere"}
-        with compozy_store.database.engine.begin() as conn:
+        with sql_connection(compozy_store, write=True) as conn:
             conn.execute(
                 sa.delete(workflow_states).where(
                     workflow_states.c.workflow_exec_id == wf.workflow_exec_id
@@ -406,7 +406,6 @@ class TaskRepositoryContract:
         wf = workflow(compozy_store)
         stored = task(compozy_store, wf, tool_id="grep")  # a basic tool call: fine
         statement = sa.text(f"UPDATE task_states SET {column} = :value WHERE task_exec_id = :id")
-        db = compozy_store.database
-        with pytest.raises(ConstraintViolation), db.translate(), db.engine.begin() as conn:
+        with pytest.raises(ConstraintViolation), sql_connection(compozy_store, write=True) as conn:
             conn.execute(statement, {"value": value, "id": stored.task_exec_id})
         assert compozy_store.tasks.get_state(stored.task_exec_id) == stored

@@ -29,7 +29,7 @@ def current_revision(database: TestDatabase) -> str | None:
     """The revision the database is at, read without the CLI."""
     store = database.open()
     try:
-        return migrations.status(store.database).current
+        return migrations.status(store).current
     finally:
         store.close()
 
@@ -79,7 +79,7 @@ def test_init_key_belongs_to_the_admin_and_verifies(cli: Cli, tmp_path: Path) ->
         assert admin.role == Role.ADMIN
         assert admin.email == "Root@Example.org"
         assert [user.id for user in store.auth.list_users()] == [admin.id]
-        assert migrations.status(store.database).current == HEAD
+        assert migrations.status(store).current == HEAD
 
 
 def test_init_reports_the_knowledge_warning_as_one_line(cli: Cli, tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def test_status_of_an_empty_database_shows_every_revision_pending(
     never_created = compozy_empty_database.backend == "sqlite-file"
     if never_created:  # status reports a missing SQLite file without creating it
         assert not Path(str(compozy_empty_database.config.path)).exists()
-    location = compozy_empty_database.open().location
+    location = compozy_empty_database.open().describe()
     assert result.out.splitlines() == [
         f"database: {location}" + (" (no file yet)" if never_created else ""),
         "current:  none",

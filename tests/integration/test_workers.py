@@ -25,7 +25,7 @@ from cli_support import SHARED_BACKENDS, db_flags
 from compozy.auth import Role, User
 from compozy.auth.keys import TEST_BCRYPT_ROUNDS, new_api_key
 from compozy.core import Status
-from compozy.store import Store, TransactionScope, open_store
+from compozy.store import Store, TransactionScope, open_store, sql_connection
 from compozy.task import TaskFilter
 from compozy.workflow import WorkflowState, WorkflowSummary
 from compozy_testkit.databases import TestDatabase
@@ -467,7 +467,7 @@ def test_a_stop_during_a_claim_releases_the_claimed_execution(
         return exec_id
 
     exec_id = store.run_in_transaction(ghost)
-    with store.database.engine.connect() as conn, conn.begin():
+    with sql_connection(store, write=True) as conn:
         conn.execute(sa.text("LOCK TABLE task_states IN ACCESS EXCLUSIVE MODE"))
         worker.wait_for_err(rf"Resuming execution {exec_id}", 30)
         worker.process.send_signal(signal.SIGINT)

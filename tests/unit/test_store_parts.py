@@ -13,8 +13,8 @@ from pydantic import SecretStr
 from compozy.config import DatabaseConfig
 from compozy.core.values import format_timestamp, parse_timestamp
 from compozy.errors import ConfigError
-from compozy.store.dialects.base import first_line
-from compozy.store.dialects.postgres import build_url
+from compozy.store.drivers.base import first_line
+from compozy.store.drivers.postgres import build_url
 from compozy.store.migrations.sqlfile import read_section, split_statements
 from compozy.store.types import UTCDateTime, json_text
 

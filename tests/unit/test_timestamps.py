@@ -16,7 +16,7 @@ from compozy.auth import User
 from compozy.core import Component, ExecutionType, Status
 from compozy.core.values import format_timestamp, parse_timestamp, read_timestamp
 from compozy.errors import ValidationError
-from compozy.store import Store
+from compozy.store import Store, sql_connection
 from compozy.task import TaskState
 from compozy.usage import UsageEntry, UsageSummary
 from compozy.workflow import WorkflowState
@@ -215,7 +215,7 @@ def test_usage_json_reads_iso_8601_with_an_offset_as_utc() -> None:
 
 def _raw(store: Store, column: str, exec_id: str) -> Any:
     query = sa.text(f"SELECT {column} FROM workflow_states WHERE workflow_exec_id = :id")
-    with store.database.engine.connect() as conn:
+    with sql_connection(store) as conn:
         return conn.execute(query, {"id": exec_id}).scalar_one()
 
 

@@ -1,9 +1,10 @@
 """Schema migrations: Alembic, one linear history, SQL written per database (SPEC 4).
 
-``upgrade``, ``downgrade`` and ``status`` run on a Store's own engine (so ``:memory:`` databases
-migrate the database the Store uses) inside one transaction: SQLite runs it as ``BEGIN
-IMMEDIATE`` with foreign keys off and checks them before committing; PostgreSQL takes an advisory
-lock first, so two processes migrating at once run one after the other.
+``upgrade``, ``downgrade`` and ``status`` take a Store and run on its own engine (so an in-memory
+database migrates the database the Store uses), in one transaction that the store's driver runs
+(``Driver.migration``): SQLite runs it as ``BEGIN IMMEDIATE`` with foreign keys off and checks
+them before committing; PostgreSQL takes an advisory lock first, so two processes migrating at
+once run one after the other.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from alembic import command
@@ -24,12 +26,14 @@ from sqlalchemy.engine import Connection
 
 from compozy.errors import CompozyError, ValidationError
 from compozy.store.database import Database
-from compozy.store.dialects.base import WRITE_OPTION
+
+if TYPE_CHECKING:
+    from compozy.store import Store
+from compozy.store.drivers.base import WRITE_OPTION
 
 __all__ = ["MigrationStatus", "downgrade", "revisions", "status", "upgrade"]
 
 SCRIPT_LOCATION = Path(__file__).parent
-_MIGRATION_LOCK = 0x6D696772617465  # "migrate": one migrating process at a time on PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,11 @@ class MigrationStatus:
         return self.current == self.head
 
 
-def _config(conn: Connection | None = None) -> Config:
+def _config(conn: Connection | None = None, driver: str | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(SCRIPT_LOCATION))
     config.attributes["connection"] = conn
+    config.attributes["driver"] = driver  # which SQL file each revision runs (sqlfile.py)
     return config
 
 
@@ -95,38 +100,29 @@ def _status_of(current: str | None) -> MigrationStatus:
 
 @contextmanager
 def _migrating(db: Database) -> Iterator[Connection]:
-    dialect = db.dialect
-    with dialect.guard(write=True), db.translate(), db.engine.connect() as conn:
+    with db.driver.guard(write=True), db.translate(), db.engine.connect() as conn:
         conn.execution_options(**{WRITE_OPTION: True})
-        with dialect.migration_guard(conn), conn.begin():
-            if dialect.name == "postgres":
-                dialect.serialize(conn, _MIGRATION_LOCK)
+        with db.driver.migration(conn):
             yield conn
-            if dialect.name == "sqlite":
-                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                if broken:
-                    raise CompozyError(
-                        f"migration left {len(broken)} rows whose foreign keys point nowhere "
-                        f"(first in table {broken[0][0]}); nothing was changed"
-                    )
 
 
-def _run(db: Database, action: Callable[[Config, Connection], None]) -> MigrationStatus:
+def _run(store: Store, action: Callable[[Config, Connection], None]) -> MigrationStatus:
+    db = store._db
     with _migrating(db) as conn:
         try:
-            action(_config(conn), conn)
+            action(_config(conn, db.driver.name), conn)
         except CommandError as exc:
             raise ValidationError(f"cannot migrate: {exc}") from None
         return _status_of(_current(conn))
 
 
-def upgrade(db: Database, to: str = "head") -> MigrationStatus:
+def upgrade(store: Store, to: str = "head") -> MigrationStatus:
     """Apply revisions up to ``to`` (default: the head)."""
     _check_known(to)
-    return _run(db, lambda config, _conn: command.upgrade(config, to))
+    return _run(store, lambda config, _conn: command.upgrade(config, to))
 
 
-def downgrade(db: Database, to: str | None = None, steps: int | None = None) -> MigrationStatus:
+def downgrade(store: Store, to: str | None = None, steps: int | None = None) -> MigrationStatus:
     """Revert to revision ``to`` (``base`` for an empty schema), or revert ``steps`` revisions."""
     if (to is None) == (steps is None):
         raise ValidationError("migrate down needs exactly one of --to REV or --steps N")
@@ -147,12 +143,12 @@ def downgrade(db: Database, to: str | None = None, steps: int | None = None) -> 
         target = applied[-steps - 1] if steps < len(applied) else "base"
         command.downgrade(config, target)
 
-    return _run(db, action)
+    return _run(store, action)
 
 
-def status(db: Database) -> MigrationStatus:
+def status(store: Store) -> MigrationStatus:
     """The current revision, the head and what is applied and pending."""
-    with db.connect(write=False) as conn:
+    with store._db.connect(write=False) as conn:
         return _status_of(_current(conn))
 
 

@@ -15,10 +15,9 @@ SQL_DIR = Path(__file__).parent / "sql"
 _MARKERS = {"up": "-- migrate:up", "down": "-- migrate:down"}
 
 
-def sql_path(revision: str, dialect_name: str) -> Path:
-    """The SQL file of ``revision`` for a SQLAlchemy dialect name."""
-    suffix = "postgres" if dialect_name == "postgresql" else dialect_name
-    return SQL_DIR / f"{revision}.{suffix}.sql"
+def sql_path(revision: str, driver: str) -> Path:
+    """The SQL file of ``revision`` for a driver (``postgres`` or ``sqlite``)."""
+    return SQL_DIR / f"{revision}.{driver}.sql"
 
 
 def read_section(path: Path, section: str) -> str:
@@ -66,5 +65,8 @@ def split_statements(sql: str) -> list[str]:
 def run_section(revision: str, section: str) -> None:
     """Execute a revision's ``up`` or ``down`` SQL on the connection being migrated."""
     bind = op.get_bind()
-    for statement in split_statements(read_section(sql_path(revision, bind.dialect.name), section)):
+    config = op.get_context().config
+    assert config is not None  # compozy.store.migrations configures every run
+    driver = config.attributes["driver"]
+    for statement in split_statements(read_section(sql_path(revision, driver), section)):
         bind.exec_driver_sql(statement)

@@ -19,7 +19,7 @@ from compozy.errors import (
     EmailExists,
     UserNotFound,
 )
-from compozy.store.dialects.base import ForeignKeyViolation, UniqueViolation
+from compozy.store.drivers.base import ForeignKeyViolation, UniqueViolation
 from compozy.store.repos.common import Repository, not_before, now_param
 from compozy.store.repos.paging import keyset, page_of
 from compozy.store.tables import api_keys, users
@@ -134,7 +134,7 @@ class SqlAuthRepository(Repository):
         user.validate()
         with self._write() as conn:
             # Two processes bootstrapping at once must not both see "no admin" and insert.
-            self._db.dialect.serialize(conn, _BOOTSTRAP_LOCK)
+            self._db.driver.serialize(conn, _BOOTSTRAP_LOCK)
             admin = conn.execute(
                 sa.select(_U.id).where(_U.role == Role.ADMIN.value).limit(1)
             ).first()

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, Row
 from compozy.core.values import check_id, utc_now
 from compozy.errors import NotFoundError
 from compozy.store.database import Database
-from compozy.store.dialects.base import Dialect, iter_batches
+from compozy.store.drivers.base import Driver, iter_batches
 from compozy.store.tables import task_states
 from compozy.store.types import UTCDateTime
 from compozy.task import TaskState
@@ -120,7 +120,7 @@ def tasks_of_executions(
 ) -> dict[str, list[TaskState]]:
     """workflow_exec_id -> its task states in task order, fetched in batches."""
     found: dict[str, list[TaskState]] = {exec_id: [] for exec_id in exec_ids}
-    for batch in iter_batches(list(found), db.dialect.max_bind_params):
+    for batch in iter_batches(list(found), db.driver.max_bind_params):
         for row in conn.execute(_TASKS_OF_EXECUTIONS, {"exec_ids": batch}):
             found[row.workflow_exec_id].append(task_from_row(row))
     return found
@@ -155,10 +155,10 @@ def merge_usage_into(
 
 
 def _merge_usage_statements(
-    dialect: Dialect, table: sa.Table, key_column: sa.Column[Any]
+    driver: Driver, table: sa.Table, key_column: sa.Column[Any]
 ) -> tuple[Any, Any]:
     key: sa.BindParameter[str] = sa.bindparam("key")
-    read = dialect.for_update(sa.select(table.c.usage).where(key_column == key))
+    read = driver.for_update(sa.select(table.c.usage).where(key_column == key))
     write = (
         sa.update(table)
         .where(key_column == key)

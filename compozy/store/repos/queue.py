@@ -127,7 +127,7 @@ class SqlExecutionQueue(Repository):
             if not wanted:
                 return []
             select = select.where(_WF.workflow_id.in_(wanted))
-        stmt = self._db.dialect.for_update(
+        stmt = self._db.driver.for_update(
             select.order_by(_WF.created_at, _WF.workflow_exec_id).limit(limit), skip_locked=True
         )
         with self._write() as conn:

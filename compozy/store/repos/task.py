@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from compozy.core import Status
 from compozy.core.values import check_enum, check_id, utc_now
 from compozy.errors import ConstraintViolation, TaskNotFound, ValidationError
-from compozy.store.dialects.base import Dialect, ForeignKeyViolation, iter_batches
+from compozy.store.drivers.base import Driver, ForeignKeyViolation, iter_batches
 from compozy.store.repos.common import (
     TASK_ORDER,
     Repository,
@@ -44,9 +44,9 @@ def _not_found(task_exec_id: str) -> TaskNotFound:
     return TaskNotFound(f"task execution {task_exec_id} not found")
 
 
-def _upsert_statement(dialect: Dialect) -> Any:
+def _upsert_statement(driver: Driver) -> Any:
     """INSERT .. ON CONFLICT DO UPDATE of every column but created_at; values come as params."""
-    insert = dialect.insert(task_states)
+    insert = driver.insert(task_states)
     updated: dict[str, Any] = {name: insert.excluded[name] for name in _UPDATABLE}
     updated["updated_at"] = not_before(_T.updated_at, insert.excluded.updated_at)
     return insert.on_conflict_do_update(index_elements=[_T.task_exec_id], set_=updated).returning(
@@ -70,7 +70,7 @@ class SqlTaskRepository(Repository):
         wanted = list(dict.fromkeys(check_id(i, "task_exec_id") for i in ids))
         found: list[TaskState] = []
         with self._read() as conn:
-            for batch in iter_batches(wanted, self._db.dialect.max_bind_params):
+            for batch in iter_batches(wanted, self._db.driver.max_bind_params):
                 stmt = sa.select(task_states).where(_T.task_exec_id.in_(batch))
                 found.extend(task_from_row(row) for row in conn.execute(stmt))
         # Batches come back separately; one sort gives the task order over all of them.

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection, Row
 from compozy.core import DEFAULT_PAGE_SIZE, Page, Status
 from compozy.core.values import check_enum, check_id, utc_now
 from compozy.errors import WorkflowNotFound
-from compozy.store.dialects.base import Dialect
+from compozy.store.drivers.base import Driver
 from compozy.store.repos.common import (
     Repository,
     from_row,
@@ -56,9 +56,9 @@ _UPDATABLE = tuple(
 )
 
 
-def _upsert_statement(dialect: Dialect) -> Any:
+def _upsert_statement(driver: Driver) -> Any:
     """INSERT .. ON CONFLICT DO UPDATE of every column but created_at; values come as params."""
-    insert = dialect.insert(workflow_states)
+    insert = driver.insert(workflow_states)
     updated: dict[str, Any] = {name: insert.excluded[name] for name in _UPDATABLE}
     updated["updated_at"] = not_before(_WF.updated_at, insert.excluded.updated_at)
     return insert.on_conflict_do_update(

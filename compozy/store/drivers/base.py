@@ -1,6 +1,9 @@
-"""What differs between the two databases, behind one small interface (DESIGN "Why one
-repository implementation"): connecting, how a write transaction begins and serialises, row
-locks, upserts, the bound-parameter limit, migration guards and error translation.
+"""What differs between the two databases, behind one small interface: the driver.
+
+``database.driver`` in the configuration names one (``DRIVERS``); every driver is built from
+the ``DatabaseConfig`` alone and covers connecting, how a write transaction begins and
+serialises, row locks, upserts, the bound-parameter limit, how a migration runs, and error
+translation. The repositories are one implementation over this interface (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -9,14 +12,17 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from compozy.config import DatabaseConfig
 from compozy.errors import CompozyError, ConflictError, ConstraintViolation, StoreUnavailable
 
+MIGRATION_LOCK = 0x6D696772617465  # "migrate": one migrating process at a time
 WRITE_OPTION = "compozy_write"
 """Connection execution option: the transaction about to begin will write."""
 
@@ -45,32 +51,46 @@ class CheckViolation(ConstraintViolation):
         self.constraint = constraint
 
 
-class Dialect(ABC):
-    """One database's behaviour; one instance per Store."""
+class Driver(ABC):
+    """One database's behaviour; one instance per Store, built from its ``DatabaseConfig``."""
 
     name: str
+    """The value of ``database.driver`` that selects this driver."""
     max_bind_params: int
     driver_error: type[Exception]
     """Base class of the driver's exceptions (raised as-is by hooks that bypass SQLAlchemy)."""
 
-    @abstractmethod
-    def create_engine(self) -> Engine:
-        """An engine with this dialect's connect and begin hooks installed."""
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
 
     @abstractmethod
+    def create_engine(self) -> Engine:
+        """An engine with this driver's connect and begin hooks installed."""
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the database is (a path, ``in-memory``, ``host:port/name``); no password."""
+
     def describe(self) -> str:
-        """Where the database is, for messages; never contains a password."""
+        """The driver and the location, for messages: ``sqlite /srv/compozy.db``."""
+        return f"{self.name} {self.location}"
+
+    def files(self) -> list[Path]:
+        """The files that make up the database on this machine (none for a server)."""
+        return []
 
     @abstractmethod
     def guard(self, *, write: bool) -> AbstractContextManager[None]:
         """Held around a whole top-level transaction (in-process serialisation, if any)."""
 
     @abstractmethod
-    def migration_guard(self, conn: Connection) -> AbstractContextManager[None]:
-        """Held around a migration run on ``conn`` (before its transaction begins)."""
+    def migration(self, conn: Connection) -> AbstractContextManager[None]:
+        """Run a migration's one transaction on ``conn``: begin it, make it safe for this
+        database while the block runs, check what must hold, and commit."""
 
     def insert(self, table: sa.Table) -> Any:
-        """An INSERT that supports ``on_conflict_do_update``/``excluded`` on this dialect."""
+        """An INSERT that supports ``on_conflict_do_update``/``excluded`` on this driver."""
         raise NotImplementedError
 
     def for_update(self, stmt: sa.Select[Any], *, skip_locked: bool = False) -> sa.Select[Any]:
@@ -105,7 +125,7 @@ class Dialect(ABC):
 
     @abstractmethod
     def translate_driver_error(self, error: sa_exc.DBAPIError) -> CompozyError | None:
-        """Dialect-specific part of ``translate``; None falls back to a generic error."""
+        """Driver-specific part of ``translate``; None falls back to a generic error."""
 
 
 def first_line(error: BaseException | None) -> str:

@@ -26,11 +26,12 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool, StaticPool
 
-from compozy.errors import CompozyError, StoreBusy, StoreUnavailable
-from compozy.store.dialects.base import (
+from compozy.config import MEMORY_PATH, DatabaseConfig
+from compozy.errors import CompozyError, ConfigError, StoreBusy, StoreUnavailable
+from compozy.store.drivers.base import (
     WRITE_OPTION,
     CheckViolation,
-    Dialect,
+    Driver,
     ForeignKeyViolation,
     UniqueViolation,
     first_line,
@@ -38,11 +39,13 @@ from compozy.store.dialects.base import (
 )
 from compozy.store.tables import metadata
 
-MEMORY = ":memory:"
+MEMORY = MEMORY_PATH
+SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
+"""Files SQLite may create next to a database file."""
 _UNIQUE_NAMES = unique_constraint_names(metadata)
 
 
-class SQLiteDialect(Dialect):
+class SQLiteDriver(Driver):
     """A SQLite database file (WAL) or ``:memory:`` (one connection, private to this Store)."""
 
     name = "sqlite"
@@ -50,28 +53,34 @@ class SQLiteDialect(Dialect):
     max_bind_params = 500
     driver_error = sqlite3.Error
 
-    def __init__(
-        self,
-        path: str,
-        *,
-        busy_timeout: float,
-        pool_size: int = 5,
-        max_overflow: int = 10,
-        connection: sqlite3.Connection | None = None,
-    ) -> None:
-        self.path = path
-        self.memory = path == MEMORY
-        self.busy_timeout = busy_timeout
-        self._pool_size = pool_size
-        self._max_overflow = max_overflow
-        self._connection = connection
+    def __init__(self, config: DatabaseConfig) -> None:
+        super().__init__(config)
+        if not config.path:
+            raise ConfigError("database.path is required with database.driver: sqlite")
+        self.path = config.path
+        self.memory = config.path == MEMORY
+        self.busy_timeout = config.busy_timeout
+        self._connection: sqlite3.Connection | None = None
         # In memory there is one connection, so every transaction takes this lock. For a file,
         # only writers take it: threads of one process then queue here, in order, instead of
         # polling SQLite's busy handler; other processes are still handled by busy_timeout.
         self._lock = threading.Lock()
 
-    def describe(self) -> str:
-        return "sqlite in-memory" if self.memory else f"sqlite {self.path}"
+    @classmethod
+    def over_connection(cls, connection: sqlite3.Connection, busy_timeout: float) -> SQLiteDriver:
+        """An in-memory database on an already-open connection, which the driver takes over."""
+        driver = cls(DatabaseConfig(driver="sqlite", path=MEMORY, busy_timeout=busy_timeout))
+        driver._connection = connection
+        return driver
+
+    @property
+    def location(self) -> str:
+        return "in-memory" if self.memory else self.path
+
+    def files(self) -> list[Path]:
+        if self.memory:
+            return []
+        return [Path(self.path + suffix) for suffix in ("", *SIDECAR_SUFFIXES)]
 
     def create_engine(self) -> Engine:
         if self.memory:
@@ -82,8 +91,8 @@ class SQLiteDialect(Dialect):
             engine = sa.create_engine(
                 sa.URL.create("sqlite", database=self.path),
                 poolclass=QueuePool,
-                pool_size=self._pool_size,
-                max_overflow=self._max_overflow,
+                pool_size=self.config.pool_size,
+                max_overflow=self.config.max_overflow,
                 pool_timeout=max(self.busy_timeout, 1.0),
                 connect_args={"check_same_thread": False, "timeout": self.busy_timeout},
             )
@@ -150,17 +159,24 @@ class SQLiteDialect(Dialect):
             self._lock.release()
 
     @contextmanager
-    def migration_guard(self, conn: Connection) -> Iterator[None]:
+    def migration(self, conn: Connection) -> Iterator[None]:
         # Table rewrites (create new, copy, drop old, rename) must not fire ON DELETE CASCADE
         # into child rows, so foreign keys are off while migrating. The pragma is ignored inside
-        # a transaction, so it goes to the driver connection before the migration begins; the
-        # migration checks foreign keys itself before it commits (see migrations/env.py).
+        # a transaction, so it goes to the driver connection before the migration begins, and
+        # the foreign keys are checked before it commits.
         raw = conn.connection.driver_connection
         assert raw is not None
         assert not conn.in_transaction()
         raw.execute("PRAGMA foreign_keys=OFF")
         try:
-            yield
+            with conn.begin():
+                yield
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise CompozyError(
+                        f"migration left {len(broken)} rows whose foreign keys point nowhere "
+                        f"(first in table {broken[0][0]}); nothing was changed"
+                    )
         finally:
             raw.execute("PRAGMA foreign_keys=ON")
 

@@ -17,9 +17,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from compozy.config import DatabaseConfig
 from compozy.errors import CompozyError, ConfigError, StoreBusy, StoreUnavailable
-from compozy.store.dialects.base import (
+from compozy.store.drivers.base import (
+    MIGRATION_LOCK,
     CheckViolation,
-    Dialect,
+    Driver,
     ForeignKeyViolation,
     UniqueViolation,
     first_line,
@@ -31,7 +32,7 @@ _SCHEMES = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2
 _BUSY_STATES = {"40P01", "40001", "55P03", "57014"}  # deadlock, serialization, lock, cancel
 
 
-class PostgresDialect(Dialect):
+class PostgresDriver(Driver):
     """A PostgreSQL server reached through a pooled psycopg engine."""
 
     name = "postgres"
@@ -39,18 +40,17 @@ class PostgresDialect(Dialect):
     driver_error = psycopg.Error
 
     def __init__(self, config: DatabaseConfig) -> None:
+        super().__init__(config)
         self.url = build_url(config)
-        self._config = config
 
-    def describe(self) -> str:
+    @property
+    def location(self) -> str:
         url = self.url
-        where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
-        if not url.host and "host" in url.query:
-            where = f"{url.query['host']}:{url.port or 5432}/{url.database or ''}"
-        return f"postgres {where}"
+        host = url.host or url.query.get("host") or "localhost"
+        return f"{host}:{url.port or 5432}/{url.database or ''}"
 
     def create_engine(self) -> Engine:
-        cfg = self._config
+        cfg = self.config
         engine = sa.create_engine(
             self.url,
             pool_size=cfg.pool_size,
@@ -72,8 +72,12 @@ class PostgresDialect(Dialect):
         yield  # the server serialises; nothing to do in-process
 
     @contextmanager
-    def migration_guard(self, conn: Connection) -> Iterator[None]:
-        yield  # migrations take an advisory lock inside their transaction (env.py)
+    def migration(self, conn: Connection) -> Iterator[None]:
+        # DDL is transactional here; the advisory lock makes a second migrating process wait
+        # for this one, then find the work done.
+        with conn.begin():
+            self.serialize(conn, MIGRATION_LOCK)
+            yield
 
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)
