@@ -1,4 +1,4 @@
-"""The exception tree every storage backend raises (SPEC section 2).
+"""The exception tree every storage backend raises.
 
 No driver exception escapes the public API: the store translates them into these types, so a
 caller catches the same class whichever database is behind it.

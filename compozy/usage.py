@@ -1,4 +1,4 @@
-"""Token usage of LLM calls and how usage from several calls merges (SPEC 1.2). No I/O."""
+"""Token usage of LLM calls and how usage from several calls merges. No I/O."""
 
 from __future__ import annotations
 

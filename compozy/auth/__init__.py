@@ -1,4 +1,4 @@
-"""Users, API keys and the auth repository protocol (SPEC 1.2, 3.3)."""
+"""Users, API keys and the auth repository protocol."""
 
 from __future__ import annotations
 

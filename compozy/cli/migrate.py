@@ -1,4 +1,4 @@
-"""``compozy migrate up|down|status``: move a database along the migration history (SPEC 4)."""
+"""``compozy migrate up|down|status``: move a database along the migration history."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The configuration models (SPEC section 5) and the rules that tie their fields together."""
+"""The configuration models and the rules that tie their fields together."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The enumerations shared by every entity (SPEC 1.1)."""
+"""The enumerations shared by every entity."""
 
 from __future__ import annotations
 

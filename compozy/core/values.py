@@ -1,4 +1,4 @@
-"""Checks that a value can be stored identically on PostgreSQL and SQLite (SPEC 1.3).
+"""Checks that a value can be stored identically on PostgreSQL and SQLite.
 
 They run before any SQL, so a refused value never reaches a driver and both backends refuse
 the same inputs with the same ``ValidationError``. The one text form of a timestamp

@@ -1,4 +1,4 @@
-"""The schema, once, for both dialects (SPEC 4).
+"""The schema, once, for both drivers.
 
 The migrations' SQL files create exactly this (a test compares them); queries are built from
 these Table objects. Every constraint and index is named here so that both databases carry the

@@ -1,4 +1,4 @@
-"""Column types that give both databases the same values (SPEC 1.3).
+"""Column types that give both databases the same values.
 
 - ``UTCDateTime``: ``timestamptz`` on PostgreSQL; on SQLite fixed-width ISO 8601 text in UTC
   (``compozy.core.values.format_timestamp``), so that text order is time order and microseconds

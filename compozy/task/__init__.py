@@ -1,4 +1,4 @@
-"""Task execution state, progress, filter and the task repository protocol (SPEC 1.2, 3.2)."""
+"""Task execution state, progress, filter and the task repository protocol."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Workflow execution state, its filter and its repository protocol (SPEC 1.2, 3.1)."""
+"""Workflow execution state, its filter and its repository protocol."""
 
 from __future__ import annotations
 
@@ -204,7 +204,7 @@ class WorkflowRepository(Protocol):
     def complete_workflow(
         self, workflow_exec_id: str, transformer: OutputTransformer | None = None
     ) -> WorkflowState:
-        """Set the final status and output from the tasks (SPEC 3.1); idempotent once terminal."""
+        """Set the final status and output from the tasks; idempotent once terminal."""
         ...
 
     def merge_usage(

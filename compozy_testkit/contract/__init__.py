@@ -1,4 +1,4 @@
-"""The contract suite: every rule of SPEC.md sections 1-4 as tests, for any Store.
+"""The contract suite: every rule of the repository protocols as tests, for any store.
 
 A repository subclasses the classes below in one of its test modules; each needs only the
 ``compozy_store`` fixture (which the plugin provides per backend, and which a downstream

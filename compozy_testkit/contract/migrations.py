@@ -1,4 +1,4 @@
-"""Contract of the schema and its migrations (SPEC 4), on a database that starts empty.
+"""Contract of the schema and its migrations, on a database that starts empty.
 
 These tests drive compozy's own migrations, so they need ``compozy_empty_database`` from the
 plugin (a database with no schema on the current backend), not only ``compozy_store``.

@@ -1,4 +1,4 @@
-"""Contract of ``Store.transaction()`` and the store's other obligations (SPEC 3.4).
+"""Contract of ``Store.transaction()`` and the store's other obligations.
 
 Tests taking ``compozy_store`` hold for any implementation of the protocols; tests taking
 ``compozy_database`` or ``compozy_empty_database`` exercise compozy's own Store (several Stores on

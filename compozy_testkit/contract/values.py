@@ -1,4 +1,4 @@
-"""Contract of identifiers, enums, usage merging and stored values (SPEC 1.1-1.3)."""
+"""Contract of identifiers, enums, usage merging and stored values."""
 
 from __future__ import annotations
 

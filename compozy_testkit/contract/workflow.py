@@ -1,4 +1,4 @@
-"""Contract of ``WorkflowRepository`` (SPEC 3.1)."""
+"""Contract of ``WorkflowRepository``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """SQLite templates for tests: migrated once per run, copied wherever a database is needed.
 
-Copying is far cheaper than migrating (research/env-feasibility.md: about 13 us for an in-memory
+Copying is far cheaper than migrating (measured here: about 13 us for an in-memory
 ``backup()`` and 180 us for a file copy, against about 5 ms for a migration run). The copies
 seed each worker's database and the Stores tests open with their own settings; tests are then
 isolated by deleting rows (see ``compozy_testkit.databases``).

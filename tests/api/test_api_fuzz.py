@@ -14,13 +14,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
 
-schemathesis = pytest.importorskip("schemathesis")
-
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-
-from compozy.store import Store  # noqa: E402
+from compozy.store import Store
 
 START_PATH = "/api/v0/workflows/{workflow_id}/executions"
 PAGED_LISTS = [

@@ -1,8 +1,7 @@
 """POST /api/v0/workflows/{workflow_id}/executions with the real engine, then reading it back.
 
 Written against the engine's public interface (``Engine(store, definitions)``, ``start``,
-``wait``, ``close``, ``load_definitions``, ``UnknownWorkflow``); skipped while the engine
-package is not there.
+``wait``, ``close``, ``load_definitions``, ``UnknownWorkflow``).
 """
 
 from __future__ import annotations
@@ -12,15 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
-engine_module = pytest.importorskip("compozy.engine")
-if not hasattr(engine_module, "Engine"):
-    pytest.skip("compozy.engine has no Engine yet", allow_module_level=True)
-
-from fastapi.testclient import TestClient  # noqa: E402
-
-from compozy.api import ExecutionStarter  # noqa: E402
-from compozy.store import Store  # noqa: E402
+import compozy.engine as engine_module
+from compozy.api import ExecutionStarter
+from compozy.store import Store
 
 HELLO = """\
 id: hello

@@ -4,7 +4,7 @@ Python 3.11's ``sqlite3`` opens transactions itself ("legacy" mode), which silen
 savepoints and loses updates under concurrency. So every connection gets
 ``isolation_level = None`` and the begin hook below emits ``BEGIN IMMEDIATE`` for write
 transactions (taking the write lock up front, where ``busy_timeout`` applies) and a deferred
-``BEGIN`` for reads (the SQLAlchemy-documented recipe; see research/env-feasibility.md).
+``BEGIN`` for reads (the recipe SQLAlchemy documents for pysqlite).
 """
 
 from __future__ import annotations

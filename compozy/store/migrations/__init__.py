@@ -1,4 +1,4 @@
-"""Schema migrations: Alembic, one linear history, SQL written per database (SPEC 4).
+"""Schema migrations: Alembic, one linear history, SQL written per database.
 
 ``upgrade``, ``downgrade`` and ``status`` take a Store and run on its own engine (so an in-memory
 database migrates the database the Store uses), in one transaction that the store's driver runs
