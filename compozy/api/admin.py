@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.types import DecoratedCallable
 
 from compozy.api.deps import ApiContext, AuthDependencies, IdPath, error_responses
 from compozy.api.models import (
@@ -26,6 +28,18 @@ def admin_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
     """The routes under ``/api/v0`` that manage users and keys (admin keys only)."""
     router = APIRouter(prefix="/api/v0", tags=["admin"], dependencies=[Depends(auth.admin)])
 
+    def delete_route(
+        path: str, *, summary: str
+    ) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        # Both deletes answer 204 with no body, and 404 when there is nothing to delete.
+        return router.delete(
+            path,
+            status_code=204,
+            response_class=Response,
+            summary=summary,
+            responses=error_responses(401, 403, 404, 422, 503),
+        )
+
     @router.post(
         "/users",
         status_code=201,
@@ -46,13 +60,7 @@ def admin_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
         `cursor` for the next one."""
         return user_page_out(ctx.store.auth.list_users_page(limit=query.limit, cursor=query.cursor))
 
-    @router.delete(
-        "/users/{user_id}",
-        status_code=204,
-        response_class=Response,
-        summary="Delete a user and their API keys",
-        responses=error_responses(401, 403, 404, 422, 503),
-    )
+    @delete_route("/users/{user_id}", summary="Delete a user and their API keys")
     def delete_user(user_id: IdPath) -> None:
         """Delete the user; their keys go with them and stop working at once."""
         ctx.store.auth.delete_user(user_id)
@@ -84,13 +92,7 @@ def admin_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
         page = ctx.store.auth.list_api_keys_page(user_id, limit=query.limit, cursor=query.cursor)
         return api_key_page_out(page)
 
-    @router.delete(
-        "/api-keys/{key_id}",
-        status_code=204,
-        response_class=Response,
-        summary="Delete an API key",
-        responses=error_responses(401, 403, 404, 422, 503),
-    )
+    @delete_route("/api-keys/{key_id}", summary="Delete an API key")
     def delete_api_key(key_id: IdPath) -> None:
         """Delete the key; requests with it are refused from the next one on."""
         ctx.store.auth.delete_api_key(key_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -49,6 +49,8 @@ __all__ = [
     "workflow_summary_out",
 ]
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
 
 def _stored(value: datetime | None, name: str) -> datetime:
     # The repositories fill timestamps on every write, so a missing one is a server fault.
@@ -57,27 +59,17 @@ def _stored(value: datetime | None, name: str) -> datetime:
     return value
 
 
+def _same_named(source: Any, model: type[_Model], **overrides: Any) -> _Model:
+    """``model`` with each field read from the attribute of ``source`` of the same name, but
+    the ``overrides``."""
+    values = {name: getattr(source, name) for name in model.model_fields if name not in overrides}
+    return model(**values, **overrides)
+
+
 def _usage_out(usage: UsageSummary | None) -> list[UsageEntryOut] | None:
     if usage is None:
         return None
-    return [
-        UsageEntryOut(
-            provider=e.provider,
-            model=e.model,
-            prompt_tokens=e.prompt_tokens,
-            completion_tokens=e.completion_tokens,
-            total_tokens=e.total_tokens,
-            reasoning_tokens=e.reasoning_tokens,
-            cached_prompt_tokens=e.cached_prompt_tokens,
-            input_audio_tokens=e.input_audio_tokens,
-            output_audio_tokens=e.output_audio_tokens,
-            agent_ids=list(e.agent_ids),
-            captured_at=e.captured_at,
-            updated_at=e.updated_at,
-            source=e.source,
-        )
-        for e in usage.entries
-    ]
+    return [_same_named(e, UsageEntryOut, agent_ids=list(e.agent_ids)) for e in usage.entries]
 
 
 def _copied(entity: Any, model: type[BaseModel]) -> dict[str, Any]:
@@ -149,19 +141,8 @@ def workflow_detail_out(
 
 def progress_out(progress: ProgressInfo) -> Progress:
     """Progress with string status keys."""
-    return Progress(
-        total_children=progress.total_children,
-        success_count=progress.success_count,
-        failed_count=progress.failed_count,
-        canceled_count=progress.canceled_count,
-        timed_out_count=progress.timed_out_count,
-        pending_count=progress.pending_count,
-        running_count=progress.running_count,
-        terminal_count=progress.terminal_count,
-        status_counts={status.value: n for status, n in sorted(progress.status_counts.items())},
-        completion_rate=progress.completion_rate,
-        failure_rate=progress.failure_rate,
-    )
+    status_counts = {status.value: n for status, n in sorted(progress.status_counts.items())}
+    return _same_named(progress, Progress, status_counts=status_counts)
 
 
 def user_out(user: User) -> UserOut:

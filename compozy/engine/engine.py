@@ -18,10 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from compozy.core import Status, new_id
+from compozy.core.closing import ClosedOnExit
 from compozy.engine.definitions import LOGGER_NAME, WorkflowDefinition
 from compozy.engine.executor import CANCEL, RunStopped, TaskCallback, WorkflowRun
 from compozy.engine.templates import Templates
@@ -60,7 +61,7 @@ class _Active:
     background: bool = True  # claimed by the worker loop (not by `run` in a caller's thread)
 
 
-class Engine:
+class Engine(ClosedOnExit):
     """Runs workflow definitions against a Store, as one worker among any number.
 
     ``start`` stores a PENDING execution and makes this engine serve: a background thread
@@ -458,17 +459,6 @@ class Engine:
         for exec_id in drain:
             self.wait(exec_id)  # still serving, so this engine runs them if nobody else does
         self.shutdown(math.inf if wait else 0.0)
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<Engine {self.worker_id}: {len(self._definitions)} workflow(s) on {self._store!r}>"

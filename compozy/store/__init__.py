@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 
 from compozy.config import DatabaseConfig
+from compozy.core.closing import ClosedOnExit
 from compozy.errors import CompozyError, ConfigError
 from compozy.repositories import RepositoryStore
 from compozy.store import migrations
@@ -65,7 +66,7 @@ class TransactionScope:
         self.queue = SqlExecutionQueue(db, conn)
 
 
-class Store:
+class Store(ClosedOnExit):
     """Repositories over one database; safe to share between threads."""
 
     def __init__(self, db: Database) -> None:
@@ -129,17 +130,6 @@ class Store:
     def close(self) -> None:
         """Release every connection (an in-memory database is gone afterwards)."""
         self._db.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<Store {self.describe()}>"

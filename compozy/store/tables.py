@@ -7,11 +7,26 @@ same names and error translation can recognise a constraint by name.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from compozy.store.types import Identifier, JSONValue, UTCDateTime
 
 metadata = sa.MetaData()
+
+
+def _execution_columns() -> list[sa.Column[Any]]:
+    """What a workflow's and a task's state both carry: the JSON payload and the timestamps."""
+    return [
+        sa.Column("usage", JSONValue(), nullable=True),
+        sa.Column("input", JSONValue(), nullable=True),
+        sa.Column("output", JSONValue(), nullable=True),
+        sa.Column("error", JSONValue(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    ]
+
 
 workflow_states = sa.Table(
     "workflow_states",
@@ -19,12 +34,7 @@ workflow_states = sa.Table(
     sa.Column("workflow_exec_id", Identifier(), nullable=False),
     sa.Column("workflow_id", Identifier(), nullable=False),
     sa.Column("status", sa.Text(), nullable=False),
-    sa.Column("usage", JSONValue(), nullable=True),
-    sa.Column("input", JSONValue(), nullable=True),
-    sa.Column("output", JSONValue(), nullable=True),
-    sa.Column("error", JSONValue(), nullable=True),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *_execution_columns(),
     # Who runs the execution and until when; claim_count fences each write of a worker.
     sa.Column("worker_id", Identifier(), nullable=True),
     sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
@@ -52,12 +62,7 @@ task_states = sa.Table(
     sa.Column("agent_id", Identifier(), nullable=True),
     sa.Column("action_id", Identifier(), nullable=True),
     sa.Column("tool_id", Identifier(), nullable=True),
-    sa.Column("usage", JSONValue(), nullable=True),
-    sa.Column("input", JSONValue(), nullable=True),
-    sa.Column("output", JSONValue(), nullable=True),
-    sa.Column("error", JSONValue(), nullable=True),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *_execution_columns(),
     sa.PrimaryKeyConstraint("task_exec_id", name="pk_task_states"),
     sa.ForeignKeyConstraint(
         ["workflow_exec_id"],

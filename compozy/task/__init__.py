@@ -62,14 +62,7 @@ class TaskState:
         self.agent_id = check_optional_id(self.agent_id, "agent_id")
         self.action_id = check_optional_id(self.action_id, "action_id")
         self.tool_id = check_optional_id(self.tool_id, "tool_id")
-        if self.usage is not None:
-            if not isinstance(self.usage, UsageSummary):
-                raise ValidationError("usage must be a UsageSummary or None")
-            self.usage.validate()
-        for name in ("input", "output", "error"):
-            check_json_object(getattr(self, name), name)
-        self.created_at = check_optional_timestamp(self.created_at, "created_at")
-        self.updated_at = check_optional_timestamp(self.updated_at, "updated_at")
+        check_execution_fields(self)
         self._check_shape()
 
     def _check_shape(self) -> None:
@@ -88,6 +81,19 @@ class TaskState:
                     f"{where}: a basic task has either agent_id with action_id, or tool_id alone, "
                     "or none of the three"
                 )
+
+
+def check_execution_fields(state: Any) -> None:
+    """Normalise and check, in place, what a task's and a workflow's state both carry: ``usage``,
+    ``input``, ``output``, ``error``, ``created_at`` and ``updated_at``."""
+    if state.usage is not None:
+        if not isinstance(state.usage, UsageSummary):
+            raise ValidationError("usage must be a UsageSummary or None")
+        state.usage.validate()
+    for name in ("input", "output", "error"):
+        check_json_object(getattr(state, name), name)
+    state.created_at = check_optional_timestamp(state.created_at, "created_at")
+    state.updated_at = check_optional_timestamp(state.updated_at, "updated_at")
 
 
 @dataclass(kw_only=True)

@@ -14,9 +14,9 @@ from compozy.core.values import (
     check_id,
     check_json_object,
     check_optional_id,
-    check_optional_timestamp,
 )
 from compozy.errors import ValidationError, WorkflowNotReady
+from compozy.task import check_execution_fields
 from compozy.usage import UsageSummary
 
 if TYPE_CHECKING:
@@ -60,14 +60,7 @@ class WorkflowState:
         self.workflow_exec_id = check_id(self.workflow_exec_id, "workflow_exec_id")
         self.workflow_id = check_id(self.workflow_id, "workflow_id")
         self.status = check_enum(Status, self.status, "status")
-        if self.usage is not None:
-            if not isinstance(self.usage, UsageSummary):
-                raise ValidationError("usage must be a UsageSummary or None")
-            self.usage.validate()
-        for name in ("input", "output", "error"):
-            check_json_object(getattr(self, name), name)
-        self.created_at = check_optional_timestamp(self.created_at, "created_at")
-        self.updated_at = check_optional_timestamp(self.updated_at, "updated_at")
+        check_execution_fields(self)
         if not isinstance(self.tasks, dict):
             raise ValidationError("tasks must be a dict of task_id to TaskState")
 

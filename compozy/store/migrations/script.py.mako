@@ -5,17 +5,11 @@ Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 """
 
-from compozy.store.migrations.sqlfile import run_section
+from compozy.store.migrations.sqlfile import sql_revision
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
 branch_labels = None
 depends_on = None
 
-
-def upgrade() -> None:
-    run_section(revision, "up")
-
-
-def downgrade() -> None:
-    run_section(revision, "down")
+upgrade, downgrade = sql_revision(revision)

@@ -7,6 +7,7 @@ while Alembic keeps one linear history.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import op
@@ -70,3 +71,19 @@ def run_section(revision: str, section: str) -> None:
     driver = config.attributes["driver"]
     for statement in split_statements(read_section(sql_path(revision, driver), section)):
         bind.exec_driver_sql(statement)
+
+
+def sql_revision(revision: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The ``upgrade`` and ``downgrade`` functions of a revision that runs its SQL files.
+
+    A revision module binds them as module attributes, where Alembic looks for them:
+    ``upgrade, downgrade = sql_revision(revision)``.
+    """
+
+    def upgrade() -> None:
+        run_section(revision, "up")
+
+    def downgrade() -> None:
+        run_section(revision, "down")
+
+    return upgrade, downgrade

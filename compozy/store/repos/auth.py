@@ -17,11 +17,12 @@ from compozy.errors import (
     ConstraintViolation,
     DuplicateKey,
     EmailExists,
+    NotFoundError,
     UserNotFound,
 )
 from compozy.store.drivers.base import ForeignKeyViolation, UniqueViolation
 from compozy.store.repos.common import Repository, not_before, now_param
-from compozy.store.repos.paging import keyset, page_of
+from compozy.store.repos.paging import read_page
 from compozy.store.tables import api_keys, users
 
 _U = users.c
@@ -77,12 +78,7 @@ class SqlAuthRepository(Repository):
         return self._insert_user(user)
 
     def get_user_by_id(self, user_id: str) -> User:
-        user_id = check_id(user_id, "user id")
-        with self._read() as conn:
-            row = conn.execute(sa.select(users).where(_U.id == user_id)).first()
-        if row is None:
-            raise UserNotFound(f"user {user_id} not found")
-        return _user(row)
+        return _user(self._by_id(users, user_id, "user", UserNotFound))
 
     def get_user_by_email(self, email: str) -> User:
         email = check_text(email, "email").strip()
@@ -100,10 +96,9 @@ class SqlAuthRepository(Repository):
     def list_users_page(
         self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
     ) -> Page[User]:
-        stmt = keyset(sa.select(users), _U.created_at, _U.id, limit=limit, cursor=cursor)
         with self._read() as conn:
-            rows = list(conn.execute(stmt))
-        return page_of(rows, limit, lambda r: (r.created_at, r.id), lambda s: [_user(r) for r in s])
+            page = read_page(conn, sa.select(users), _U.id, limit=limit, cursor=cursor)
+        return Page([_user(r) for r in page.items], page.next_cursor)
 
     def update_user(self, user: User) -> User:
         user.validate()
@@ -123,11 +118,7 @@ class SqlAuthRepository(Repository):
         return _user(row)
 
     def delete_user(self, user_id: str) -> None:
-        user_id = check_id(user_id, "user id")
-        with self._write() as conn:
-            deleted = conn.execute(sa.delete(users).where(_U.id == user_id)).rowcount
-        if not deleted:
-            raise UserNotFound(f"user {user_id} not found")
+        self._delete(users, user_id, "user", UserNotFound)
 
     def create_initial_admin_if_none(self, user: User) -> User:
         user.role = Role.ADMIN
@@ -175,12 +166,7 @@ class SqlAuthRepository(Repository):
             raise DuplicateKey(f"an api key with this {what} exists already") from None
 
     def get_api_key_by_id(self, key_id: str) -> APIKey:
-        key_id = check_id(key_id, "api key id")
-        with self._read() as conn:
-            row = conn.execute(sa.select(api_keys).where(_K.id == key_id)).first()
-        if row is None:
-            raise APIKeyNotFound(f"api key {key_id} not found")
-        return _key(row)
+        return _key(self._by_id(api_keys, key_id, "api key", APIKeyNotFound))
 
     def get_api_key_by_fingerprint(self, fingerprint: bytes) -> APIKey:
         if not isinstance(fingerprint, bytes):
@@ -205,16 +191,10 @@ class SqlAuthRepository(Repository):
         self, user_id: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
     ) -> Page[APIKey]:
         user_id = check_id(user_id, "user_id")
-        stmt = keyset(
-            sa.select(api_keys).where(_K.user_id == user_id),
-            _K.created_at,
-            _K.id,
-            limit=limit,
-            cursor=cursor,
-        )
+        stmt = sa.select(api_keys).where(_K.user_id == user_id)
         with self._read() as conn:
-            rows = list(conn.execute(stmt))
-        return page_of(rows, limit, lambda r: (r.created_at, r.id), lambda s: [_key(r) for r in s])
+            page = read_page(conn, stmt, _K.id, limit=limit, cursor=cursor)
+        return Page([_key(r) for r in page.items], page.next_cursor)
 
     def update_api_key_last_used(self, key_id: str) -> APIKey:
         key_id = check_id(key_id, "api key id")
@@ -232,8 +212,27 @@ class SqlAuthRepository(Repository):
         return _key(row)
 
     def delete_api_key(self, key_id: str) -> None:
-        key_id = check_id(key_id, "api key id")
+        self._delete(api_keys, key_id, "api key", APIKeyNotFound)
+
+    # A user and an API key, by id: ``check_id`` names the id "<what> id", and ``missing`` says
+    # "<what> <id> not found".
+
+    def _by_id(
+        self, table: sa.Table, row_id: str, what: str, missing: type[NotFoundError]
+    ) -> Row[Any]:
+        row_id = check_id(row_id, f"{what} id")
+        stmt = sa.select(table).where(table.c.id == row_id)
+        with self._read() as conn:
+            row: Row[Any] | None = conn.execute(stmt).first()
+        if row is None:
+            raise missing(f"{what} {row_id} not found")
+        return row
+
+    def _delete(
+        self, table: sa.Table, row_id: str, what: str, missing: type[NotFoundError]
+    ) -> None:
+        row_id = check_id(row_id, f"{what} id")
         with self._write() as conn:
-            deleted = conn.execute(sa.delete(api_keys).where(_K.id == key_id)).rowcount
+            deleted = conn.execute(sa.delete(table).where(table.c.id == row_id)).rowcount
         if not deleted:
-            raise APIKeyNotFound(f"api key {key_id} not found")
+            raise missing(f"{what} {row_id} not found")

@@ -89,6 +89,16 @@ def row_values(entity: Any, table: sa.Table) -> dict[str, Any]:
     return values
 
 
+def upsert_values(state: Any, table: sa.Table) -> dict[str, Any]:
+    """``row_values`` of ``state``, once validated, for an upsert: ``created_at`` stays what it is
+    (now when unset), ``updated_at`` is now."""
+    state.validate()
+    now = utc_now()
+    values = row_values(state, table)
+    values.update(created_at=state.created_at or now, updated_at=now)
+    return values
+
+
 def from_row(entity: type[E], table: sa.Table, row: Row[Any], **extra: Any) -> E:
     """Build ``entity`` from a row of ``table`` (plus ``extra`` fields that are not columns)."""
     m = row._mapping

@@ -10,18 +10,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 
 from compozy.core.paging import Page, check_limit
 from compozy.errors import ValidationError
 from compozy.store.types import UTCDateTime
-
-T = TypeVar("T")
 
 _BAD_CURSOR = "cursor {cursor!r} is not one this server gave out; start again without a cursor"
 
@@ -45,16 +42,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return when, key
 
 
-def keyset(
+def read_page(
+    conn: Connection,
     stmt: sa.Select[Any],
-    created_at: sa.ColumnElement[datetime],
-    key: sa.ColumnElement[str],
+    key: sa.Column[str],
     *,
     limit: int,
     cursor: str | None,
-) -> sa.Select[Any]:
-    """``stmt`` ordered newest first, after ``cursor``, reading one row more than ``limit``."""
+) -> Page[Row[Any]]:
+    """The page of ``stmt``'s rows, newest first on (``created_at``, ``key``) of the table of
+    ``key``, after ``cursor``: at most ``limit`` rows and the next cursor."""
     limit = check_limit(limit)
+    created_at = key.table.c.created_at
     if cursor is not None:
         if not isinstance(cursor, str):
             raise ValidationError(_BAD_CURSOR.format(cursor=cursor))
@@ -63,17 +62,11 @@ def keyset(
         # index, where the equivalent OR of two conditions scans everything before the cursor.
         position = sa.tuple_(sa.literal(at, UTCDateTime()), sa.literal(last, key.type))
         stmt = stmt.where(sa.tuple_(created_at, key) < position)
-    return stmt.order_by(created_at.desc(), key.desc()).limit(limit + 1)
-
-
-def page_of(
-    rows: Sequence[Row[Any]],
-    limit: int,
-    position: Callable[[Row[Any]], tuple[datetime, str]],
-    build: Callable[[list[Row[Any]]], list[T]],
-) -> Page[T]:
-    """The page for rows read by ``keyset``: at most ``limit`` items and the next cursor."""
-    shown = list(rows[:limit])
-    more = len(rows) > limit
-    next_cursor = encode_cursor(*position(shown[-1])) if more and shown else None
-    return Page(build(shown), next_cursor)
+    # One row more than the page shows says whether another page follows.
+    rows = list(conn.execute(stmt.order_by(created_at.desc(), key.desc()).limit(limit + 1)))
+    shown = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit and shown:
+        last_shown = shown[-1]._mapping
+        next_cursor = encode_cursor(last_shown[created_at], last_shown[key])
+    return Page(shown, next_cursor)

@@ -133,20 +133,26 @@ class SqlExecutionQueue(Repository):
         with self._write() as conn:
             return self._take(conn, list(conn.execute(stmt)), worker_id, duration)
 
+    def _lock_unfinished(self, conn: Connection, workflow_exec_id: str, verb: str) -> Row[Any]:
+        """Lock the execution's queue row and return it; ``WorkflowNotFound`` when missing,
+        ``ExecutionFinished`` ("a finished execution cannot be <verb>") when terminal."""
+        locked = self._db.statement("queue_row_for_update", lambda d: d.for_update(_ROW))
+        row = conn.execute(locked, {"exec_id": workflow_exec_id}).first()
+        if row is None:
+            raise WorkflowNotFound(f"workflow execution {workflow_exec_id} not found")
+        if row.status in _TERMINAL:
+            raise ExecutionFinished(
+                f"workflow execution {workflow_exec_id} is {row.status} already; "
+                f"a finished execution cannot be {verb}"
+            )
+        return row
+
     def claim_execution(self, workflow_exec_id: str, worker_id: str, *, lease: float) -> Claim:
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
         worker_id = check_id(worker_id, "worker_id")
         duration = _check_lease(lease)
-        locked = self._db.statement("queue_row_for_update", lambda d: d.for_update(_ROW))
         with self._write() as conn:
-            row = conn.execute(locked, {"exec_id": workflow_exec_id}).first()
-            if row is None:
-                raise WorkflowNotFound(f"workflow execution {workflow_exec_id} not found")
-            if row.status in _TERMINAL:
-                raise ExecutionFinished(
-                    f"workflow execution {workflow_exec_id} is {row.status} already; "
-                    "a finished execution cannot be claimed"
-                )
+            row = self._lock_unfinished(conn, workflow_exec_id, "claimed")
             now = utc_now()
             held = row.worker_id not in (None, worker_id)
             if held and row.lease_expires_at is not None and row.lease_expires_at >= now:
@@ -260,16 +266,8 @@ class SqlExecutionQueue(Repository):
 
     def request_cancel(self, workflow_exec_id: str) -> WorkflowState:
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
-        locked = self._db.statement("queue_row_for_update", lambda d: d.for_update(_ROW))
         with self._write() as conn:
-            row = conn.execute(locked, {"exec_id": workflow_exec_id}).first()
-            if row is None:
-                raise WorkflowNotFound(f"workflow execution {workflow_exec_id} not found")
-            if row.status in _TERMINAL:
-                raise ExecutionFinished(
-                    f"workflow execution {workflow_exec_id} is {row.status} already; "
-                    "a finished execution cannot be canceled"
-                )
+            row = self._lock_unfinished(conn, workflow_exec_id, "canceled")
             now = now_param(utc_now())
             conn.execute(
                 sa.update(workflow_states)

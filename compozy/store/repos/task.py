@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from compozy.core import Status
-from compozy.core.values import check_enum, check_id, utc_now
+from compozy.core.values import check_enum, check_id
 from compozy.errors import ConstraintViolation, TaskNotFound, ValidationError
 from compozy.store.drivers.base import Driver, ForeignKeyViolation, iter_batches
 from compozy.store.repos.common import (
@@ -17,8 +17,8 @@ from compozy.store.repos.common import (
     mapped_columns,
     merge_usage_into,
     not_before,
-    row_values,
     task_from_row,
+    upsert_values,
     usage_from,
 )
 from compozy.store.tables import task_states, workflow_states
@@ -78,10 +78,7 @@ class SqlTaskRepository(Repository):
         return sorted(found, key=lambda t: (t.created_at, t.task_exec_id))
 
     def upsert_state(self, state: TaskState) -> TaskState:
-        state.validate()
-        now = utc_now()
-        values = row_values(state, task_states)
-        values.update(created_at=state.created_at or now, updated_at=now)
+        values = upsert_values(state, task_states)
         stmt = self._db.statement("task_upsert", _upsert_statement)
         try:
             with self._write() as conn:

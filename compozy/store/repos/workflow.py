@@ -19,11 +19,11 @@ from compozy.store.repos.common import (
     merge_usage_into,
     not_before,
     now_param,
-    row_values,
     task_from_row,
     tasks_of_executions,
+    upsert_values,
 )
-from compozy.store.repos.paging import keyset, page_of
+from compozy.store.repos.paging import read_page
 from compozy.store.tables import task_states, workflow_states
 from compozy.task import TaskState
 from compozy.usage import UsageSummary
@@ -100,28 +100,15 @@ class SqlWorkflowRepository(Repository):
         limit: int = DEFAULT_PAGE_SIZE,
         cursor: str | None = None,
     ) -> Page[WorkflowSummary]:
-        stmt = keyset(
-            sa.select(workflow_states).where(*_conditions(filter)),
-            _WF.created_at,
-            _WF.workflow_exec_id,
-            limit=limit,
-            cursor=cursor,
-        )
+        stmt = sa.select(workflow_states).where(*_conditions(filter))
         with self._read() as conn:
-            rows = list(conn.execute(stmt))
-            counts = _task_status_counts(conn, [r.workflow_exec_id for r in rows[:limit]])
-        return page_of(
-            rows,
-            limit,
-            lambda r: (r.created_at, r.workflow_exec_id),
-            lambda shown: [_summary(r, counts.get(r.workflow_exec_id, {})) for r in shown],
-        )
+            page = read_page(conn, stmt, _WF.workflow_exec_id, limit=limit, cursor=cursor)
+            counts = _task_status_counts(conn, [r.workflow_exec_id for r in page.items])
+        summaries = [_summary(r, counts.get(r.workflow_exec_id, {})) for r in page.items]
+        return Page(summaries, page.next_cursor)
 
     def upsert_state(self, state: WorkflowState) -> WorkflowState:
-        state.validate()
-        now = utc_now()
-        values = row_values(state, workflow_states)
-        values.update(created_at=state.created_at or now, updated_at=now)
+        values = upsert_values(state, workflow_states)
         stmt = self._db.statement("workflow_upsert", _upsert_statement)
         with self._write() as conn:
             row = conn.execute(stmt, values).one()

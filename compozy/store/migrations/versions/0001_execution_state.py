@@ -4,17 +4,11 @@ Revision ID: 0001
 Revises:
 """
 
-from compozy.store.migrations.sqlfile import run_section
+from compozy.store.migrations.sqlfile import sql_revision
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-
-def upgrade() -> None:
-    run_section(revision, "up")
-
-
-def downgrade() -> None:
-    run_section(revision, "down")
+upgrade, downgrade = sql_revision(revision)

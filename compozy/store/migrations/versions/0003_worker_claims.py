@@ -4,17 +4,11 @@ Revision ID: 0003
 Revises: 0002
 """
 
-from compozy.store.migrations.sqlfile import run_section
+from compozy.store.migrations.sqlfile import sql_revision
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-
-def upgrade() -> None:
-    run_section(revision, "up")
-
-
-def downgrade() -> None:
-    run_section(revision, "down")
+upgrade, downgrade = sql_revision(revision)
