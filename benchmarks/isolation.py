@@ -4,10 +4,11 @@
 
 Every method runs the same small test body (1 workflow + 5 tasks written through a Store, then
 read back) so that cleaning has rows to remove. The testkit's method is timed through its own
-code (``TestDatabase`` over ``WorkerDatabases``: one warm Store per worker, its rows deleted after
-each test; ``SQLiteTemplates``, ``KitState``), so the figures describe the plugin; the
-alternatives are what it could do instead. Methods of one
-backend run interleaved, one "test" each in turn, so that drift of a noisy machine hits them all.
+code (``TestDatabase`` over the ``Backend`` that ``WorkerDatabases`` makes: one warm Store per
+worker and backend, its rows deleted after each test; ``KitState``), so the figures describe the
+plugin; the alternatives are what it could do instead (over a ``MemoryTemplate`` or
+``FileTemplate`` of their own). Methods of one backend run interleaved, one "test" each in turn,
+so that drift of a noisy machine hits them all.
 PostgreSQL comes from the URL, else COMPOZY_TEST_POSTGRES_URL, else ``acquire(None)``.
 """
 
@@ -34,11 +35,12 @@ import psycopg
 from compozy.config import DatabaseConfig
 from compozy.core import Component, Status
 from compozy.store import Store, open_sqlite_connection, open_store
+from compozy.store.tables import TABLES
 from compozy.task import TaskState
 from compozy.workflow import WorkflowState
-from compozy_testkit.databases import TestDatabase, WorkerDatabases, WorkerPostgres
+from compozy_testkit.databases import Backend, TestDatabase, WorkerDatabases
 from compozy_testkit.provision.postgres import PostgresServer
-from compozy_testkit.provision.sqlite import SQLiteTemplates, file_config
+from compozy_testkit.provision.sqlite import FileTemplate, MemoryTemplate, file_config
 from compozy_testkit.session import KitState, PostgresRun
 
 INPUT = {"prompt": "Summarise the report. " * 4, "params": {"temperature": 0.2, "top_p": 0.9}}
@@ -73,13 +75,16 @@ class Method:
     phases: dict[str, list[int]] = field(default_factory=dict)
 
 
-def plugin_method(name: str, make: Callable[[], TestDatabase]) -> Method:
-    """The plugin's per-test path (``compozy_database`` + ``compozy_store``), timed by phase."""
+def plugin_method(name: str, backend: Backend, tmp_path: Path) -> Method:
+    """The plugin's per-test path (``compozy_database`` + ``compozy_store``), timed by phase.
+
+    ``tmp_path`` stands for pytest's: a migrated ``TestDatabase`` does not use it.
+    """
     phases: dict[str, list[int]] = {"set-up": [], "body": [], "tear-down": []}
 
     def run() -> None:
         start = time.perf_counter_ns()
-        database = make()
+        database = TestDatabase(backend, tmp_path)
         store = database.store()
         opened = time.perf_counter_ns()
         body(store)
@@ -141,13 +146,13 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def sqlite_memory(
-    templates: SQLiteTemplates, workers: WorkerDatabases, stack: ExitStack
-) -> list[Method]:
-    kept = stack.enter_context(templates.memory_store())
+def sqlite_memory(workers: WorkerDatabases, root: Path, stack: ExitStack) -> list[Method]:
+    template = MemoryTemplate()
+    stack.callback(template.close)
+    kept = stack.enter_context(template.store())
 
     def fresh_copy() -> None:
-        with templates.memory_store() as store:
+        with template.store() as store:
             body(store)
 
     def alembic() -> None:
@@ -158,17 +163,15 @@ def sqlite_memory(
     return [
         Method("body alone (one Store kept, no isolation)", lambda: body(kept)),
         plugin_method(
-            "warm Store + DELETE of its rows (TestDatabase)",
-            lambda: TestDatabase("sqlite", worker=workers),
+            "warm Store + DELETE of its rows (TestDatabase)", workers.backend("sqlite"), root
         ),
         Method("template backup() into a new Store per test", fresh_copy),
         Method("new :memory: Store + Alembic upgrade", alembic),
     ]
 
 
-def sqlite_file(
-    templates: SQLiteTemplates, workers: WorkerDatabases, root: Path, stack: ExitStack
-) -> list[Method]:
+def sqlite_file(workers: WorkerDatabases, root: Path, stack: ExitStack) -> list[Method]:
+    template = FileTemplate(root / "template.db")
     kept = stack.enter_context(open_store(file_config(root / "kept.db", auto_migrate=True)))
     counter = itertools.count()
 
@@ -179,7 +182,7 @@ def sqlite_file(
 
     def fresh_copy() -> None:
         path = tmp_path() / "compozy.db"
-        templates.copy_file(path)
+        template.copy(path)
         with open_store(file_config(path)) as store:
             body(store)
 
@@ -190,8 +193,7 @@ def sqlite_file(
     return [
         Method("body alone (one Store kept, no isolation)", lambda: body(kept)),
         plugin_method(
-            "warm Store + DELETE of its rows (TestDatabase)",
-            lambda: TestDatabase("sqlite-file", worker=workers),
+            "warm Store + DELETE of its rows (TestDatabase)", workers.backend("sqlite-file"), root
         ),
         Method("copyfile(template) + new Store per test", fresh_copy),
         Method("new file + Alembic upgrade", alembic),
@@ -203,7 +205,7 @@ class Rollback(Exception):
 
 
 def postgres(
-    server: PostgresServer, run: PostgresRun, workers: WorkerDatabases, stack: ExitStack
+    server: PostgresServer, run: PostgresRun, workers: WorkerDatabases, root: Path, stack: ExitStack
 ) -> tuple[list[Method], list[float]]:
     """The methods, and how long each worker-database clone took."""
     clones: list[float] = []
@@ -211,18 +213,20 @@ def postgres(
     def config(url: str) -> DatabaseConfig:
         return DatabaseConfig(driver="postgres", conn_string=url, auto_migrate=False)
 
-    def worker(suffix: str) -> WorkerPostgres:  # as the plugin's _compozy_worker_postgres does
+    def worker(suffix: str) -> str:  # a clone of the template, as PostgresBackend makes
         name = f"{run.prefix}_{suffix}"
         start = time.perf_counter()
         url = server.create_database(name, template=run.template)
         clones.append(time.perf_counter() - start)
         stack.callback(server.drop_database, name)
-        return WorkerPostgres(server, name, url, run.template)
+        return url
 
-    body_db, plugin_db, delete_db, truncate_db, rollback_db = (worker(f"gw{n}") for n in range(5))
-    workers.postgres = plugin_db
-    kept = stack.enter_context(open_store(config(body_db.url)))
-    kept_for_rollback = stack.enter_context(open_store(config(rollback_db.url)))
+    start = time.perf_counter()
+    plugin_backend = workers.backend("postgres")  # the plugin's own clone (dropped by close())
+    clones.append(time.perf_counter() - start)
+    body_url, delete_url, truncate_url, rollback_url = (worker(f"gw{n}") for n in range(4))
+    kept = stack.enter_context(open_store(config(body_url)))
+    kept_for_rollback = stack.enter_context(open_store(config(rollback_url)))
     counter = itertools.count()
 
     def new_store_then(url: str, wipe: str) -> None:
@@ -242,20 +246,15 @@ def postgres(
             body(kept_for_rollback)
             raise Rollback
 
-    delete = "DELETE FROM api_keys; DELETE FROM users; DELETE FROM task_states; " + (
-        "DELETE FROM workflow_states"
-    )
-    truncate = "TRUNCATE api_keys, users, task_states, workflow_states"
+    # The tables the plugin's wipe empties, children first.
+    delete = "; ".join(f"DELETE FROM {table.name}" for table in reversed(TABLES))
+    truncate = "TRUNCATE " + ", ".join(table.name for table in reversed(TABLES))
     methods = [
         Method("body alone (one Store kept, no isolation)", lambda: body(kept)),
-        plugin_method(
-            "warm Store + DELETE of its rows (TestDatabase)",
-            lambda: TestDatabase("postgres", worker=workers),
-        ),
-        Method("new Store per test, close + DELETE", lambda: new_store_then(delete_db.url, delete)),
+        plugin_method("warm Store + DELETE of its rows (TestDatabase)", plugin_backend, root),
+        Method("new Store per test, close + DELETE", lambda: new_store_then(delete_url, delete)),
         Method(
-            "new Store per test, close + TRUNCATE",
-            lambda: new_store_then(truncate_db.url, truncate),
+            "new Store per test, close + TRUNCATE", lambda: new_store_then(truncate_url, truncate)
         ),
         Method("CREATE DATABASE .. TEMPLATE + new Store + DROP", clone),
         Method("outer transaction + ROLLBACK (Store kept) *", rollback),
@@ -295,20 +294,20 @@ def main() -> None:
         )
 
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cpzy-iso-")))
-        templates = SQLiteTemplates(root)
-        stack.callback(templates.close)
-        memory_template = timed(lambda: templates.memory_store().close())
-        file_template = timed(lambda: templates.copy_file(root / "first.db"))
+        (root / "worker").mkdir()
+        workers = WorkerDatabases(root / "worker", state)  # as _compozy_worker_databases does
+        stack.callback(workers.close)
+        # The plugin's backends, made when a test first needs them: the template and its first
+        # copy, through the plugin's own code.
+        memory_template = timed(lambda: workers.backend("sqlite").warm_store())
+        file_template = timed(lambda: workers.backend("sqlite-file").config())
         one_off.append(("SQLite: migrate the :memory: template (+ 1st clone)", memory_template))
         one_off.append(("SQLite: migrate the template file (+ 1st copy)", file_template))
 
-        workers = WorkerDatabases(templates, root / "worker")
-        (root / "worker").mkdir()
-        stack.callback(workers.close)
-        memory = sqlite_memory(templates, workers, stack)
+        memory = sqlite_memory(workers, root, stack)
         measure(memory, args.iterations)
         report("SQLite in memory", memory)
-        files = sqlite_file(templates, workers, root, stack)
+        files = sqlite_file(workers, root, stack)
         measure(files, args.iterations)
         report("SQLite file (WAL)", files)
 
@@ -316,7 +315,7 @@ def main() -> None:
             print(f"\nPostgreSQL: skipped ({run.error if run else 'not provisioned'})")
         else:
             assert server is not None
-            pg, clones = postgres(server, run, workers, stack)
+            pg, clones = postgres(server, run, workers, root, stack)
             measure(pg, args.iterations)
             report("PostgreSQL", pg)
             print(

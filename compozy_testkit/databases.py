@@ -1,94 +1,97 @@
 """Where a test's database comes from, and the Stores a test opens on it.
 
+One class per backend (``MemoryBackend``, ``SQLiteFileBackend``, ``PostgresBackend``, named in
+``BACKEND_CLASSES``) owns everything that differs between them: the migrated template, this
+worker's copy of it, wiping it after a test, rebuilding it, and empty databases for migration
+tests. ``WorkerDatabases`` makes each on first use; ``TestDatabase`` is what a test gets.
+
 Each worker (each process, with xdist) keeps one migrated database per backend and one warm
 Store on it, reused by every test and wiped after each: opening a Store costs far more than a
 test's own work (a new engine compiles its SQL again; on PostgreSQL it also connects), while
 deleting a test's rows costs about a millisecond (benchmarks/isolation.py). Wiping deletes rows
 through a real transaction, so it also isolates tests that commit, use threads or open more
-Stores. A test that closes the warm Store, or breaks its schema, gets a fresh one (and on
-PostgreSQL a fresh clone of the template) for the next test.
+Stores. A test that closes the warm Store, or breaks its schema, gets a fresh one (and a fresh
+copy of the template) for the next test.
+
+The plugin loads ``compozy_testkit.fixtures`` with pytest and the standard library only; the
+fixtures import this module when a test first needs a database.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import Any, ClassVar
 
-if TYPE_CHECKING:
-    from compozy.config import DatabaseConfig
-    from compozy.store import Store
-    from compozy_testkit.provision.postgres import PostgresServer
-    from compozy_testkit.provision.sqlite import SQLiteTemplates
+from compozy.config import DatabaseConfig
+from compozy.errors import CompozyError
+from compozy.store import Store, open_store, sql_connection
+from compozy.store.tables import TABLES
+from compozy_testkit.provision.sqlite import (
+    FileTemplate,
+    MemoryTemplate,
+    empty_memory_store,
+    file_config,
+)
+from compozy_testkit.session import BACKENDS, KitState
 
-
-@dataclass
-class WorkerPostgres:
-    """This worker's PostgreSQL database, cloned from the run's migrated template."""
-
-    server: PostgresServer
-    name: str
-    url: str
-    template: str
-    _counter: itertools.count[int] = field(default_factory=itertools.count)
-
-    def reclone(self) -> None:
-        """Replace the worker database with a fresh clone of the template."""
-        self.server.drop_database(self.name)
-        self.server.create_database(self.name, template=self.template)
-
-    def new_empty_database(self) -> tuple[str, str]:
-        """A new database with no schema at all: (name, url)."""
-        name = f"{self.name}_e{next(self._counter)}"
-        return name, self.server.create_database(name)
+EmptyDatabase = tuple[DatabaseConfig | None, Callable[[], None]]
+"""A database with no schema: how to open Stores on it (None: private) and how to drop it."""
 
 
-class WorkerDatabases:
-    """This worker's migrated database per backend, each with one warm Store."""
+def _nothing() -> None:
+    """Dropping a database that pytest's tmp_path or the process's memory takes care of."""
 
-    def __init__(self, templates: SQLiteTemplates, workdir: Path) -> None:
-        self._templates = templates
-        self._file = workdir / "worker.db"
-        self.postgres: WorkerPostgres | None = None  # set when a postgres test first needs it
-        self._warm: dict[str, Store] = {}
 
-    def config(self, backend: str) -> DatabaseConfig | None:
-        """How to open another Store on the backend's worker database (None: in memory)."""
-        from compozy.config import DatabaseConfig
-        from compozy_testkit.provision.sqlite import file_config
+class Backend(ABC):
+    """One kind of test database, for one worker: its migrated database and its warm Store."""
 
-        if backend == "sqlite-file":
-            if not self._file.exists():
-                self._templates.copy_file(self._file)
-            return file_config(self._file)
-        if backend == "postgres":
-            assert self.postgres is not None, "the postgres backend has no database"
-            return DatabaseConfig(
-                driver="postgres", conn_string=self.postgres.url, auto_migrate=False
-            )
-        return None
+    name: ClassVar[str]
+    """The name in test ids, ``--compozy-backend`` and ``@pytest.mark.compozy_backends``."""
+    shareable: ClassVar[bool] = True
+    """Other Stores and processes can open its databases (``config`` is not None)."""
+    has_server: ClassVar[bool] = False
+    """Its Stores connect to a database server (not a file or memory)."""
 
-    def warm_store(self, backend: str) -> Store:
-        """The backend's reusable Store, reopened if the last test closed it."""
-        from compozy.store import open_store
+    def __init__(self, workdir: Path, state: KitState) -> None:
+        """Set up this worker's copy of the template; ``workdir`` is the worker's own folder."""
+        self._warm: Store | None = None
 
-        store = self._warm.get(backend)
-        if store is None or store.closed:
-            config = self.config(backend)
-            store = self._templates.memory_store() if config is None else open_store(config)
-            self._warm[backend] = store
-        return store
+    @abstractmethod
+    def config(self) -> DatabaseConfig | None:
+        """How to open another Store on the worker's migrated database (None: private)."""
 
-    def wipe(self, backend: str) -> None:
+    @abstractmethod
+    def reset(self) -> None:
+        """Replace the worker's database with a new copy of the template."""
+
+    @abstractmethod
+    def empty_database(self, tmp_path: Path) -> EmptyDatabase:
+        """A new database with no schema, for migration tests, and how to drop it."""
+
+    def warm_store(self) -> Store:
+        """The reusable Store on the worker's database, reopened if the last test closed it."""
+        if self._warm is None or self._warm.closed:
+            self._warm = self._open_warm()
+        return self._warm
+
+    def _open_warm(self) -> Store:
+        return self.open(self.config(), migrated=True)
+
+    def open(self, config: DatabaseConfig | None, *, migrated: bool, **overrides: Any) -> Store:
+        """A new Store on ``config``; ``overrides`` replace DatabaseConfig fields."""
+        assert config is not None, f"{self.name}: no config to open a Store with"
+        return open_store(config.model_copy(update=overrides) if overrides else config)
+
+    def wipe(self) -> None:
         """Delete every row the last test left; rebuild the database if that is not possible."""
-        from compozy.errors import CompozyError
-        from compozy.store import sql_connection
-        from compozy.store.tables import TABLES
-
         # Through the warm Store even if the test never used it: it may have written through
         # Stores of its own.
-        store = self.warm_store(backend)
+        store = self.warm_store()
         try:
             with sql_connection(store, write=True) as conn:
                 for table in reversed(TABLES):  # children first
@@ -96,88 +99,179 @@ class WorkerDatabases:
         except CompozyError:
             # The test changed the schema (migrated down, dropped a table): start over.
             store.close()
-            del self._warm[backend]
-            if backend == "sqlite-file":
-                self._file.unlink()
-            elif backend == "postgres" and self.postgres is not None:
-                self.postgres.reclone()
-
-    def private_memory_store(self, busy_timeout: float) -> Store:
-        """A new in-memory copy of the migrated template, for a test that configures its Store."""
-        return self._templates.memory_store(busy_timeout=busy_timeout)
+            self._warm = None
+            self.reset()
 
     def close(self) -> None:
-        """Close the warm Stores."""
-        for store in self._warm.values():
-            store.close()
-        self._warm.clear()
+        """Close the warm Store and drop what this worker made."""
+        if self._warm is not None:
+            self._warm.close()
+            self._warm = None
+
+
+class MemoryBackend(Backend):
+    """In-memory SQLite: every Store has a private copy, so a database has one Store only."""
+
+    name = "sqlite"
+    shareable = False
+
+    def __init__(self, workdir: Path, state: KitState) -> None:
+        super().__init__(workdir, state)
+        self._template = MemoryTemplate()
+
+    def config(self) -> None:
+        return None
+
+    def _open_warm(self) -> Store:
+        return self._template.store()
+
+    def open(self, config: DatabaseConfig | None, *, migrated: bool, **overrides: Any) -> Store:
+        # Only the busy timeout applies to an in-memory database.
+        busy_timeout = float(overrides.get("busy_timeout", 5.0))
+        if migrated:
+            return self._template.store(busy_timeout=busy_timeout)
+        return empty_memory_store(busy_timeout=busy_timeout)
+
+    def reset(self) -> None:
+        """Nothing to do: the next warm Store is a new copy of the template."""
+
+    def empty_database(self, tmp_path: Path) -> EmptyDatabase:
+        return None, _nothing
+
+    def close(self) -> None:
+        super().close()
+        self._template.close()
+
+
+class SQLiteFileBackend(Backend):
+    """A SQLite file per worker, copied from a migrated template file."""
+
+    name = "sqlite-file"
+
+    def __init__(self, workdir: Path, state: KitState) -> None:
+        super().__init__(workdir, state)
+        self._template = FileTemplate(workdir / "template.db")
+        self._file = workdir / "worker.db"
+
+    def config(self) -> DatabaseConfig:
+        if not self._file.exists():
+            self._template.copy(self._file)
+        return file_config(self._file)
+
+    def reset(self) -> None:
+        self._file.unlink()  # copied again by the next config()
+
+    def empty_database(self, tmp_path: Path) -> EmptyDatabase:
+        return file_config(tmp_path / "empty.db"), _nothing  # tmp_path is pytest's to clean
+
+
+class PostgresBackend(Backend):
+    """A PostgreSQL database per worker, cloned from the run's migrated template."""
+
+    name = "postgres"
+    has_server = True
+
+    def __init__(self, workdir: Path, state: KitState) -> None:
+        from compozy_testkit.provision.postgres import PostgresServer
+
+        super().__init__(workdir, state)
+        run = state.postgres
+        # compozy_backend fails or skips every postgres test before it gets here without a server.
+        assert run is not None
+        assert not run.error
+        self._server = PostgresServer(run.admin_url, run.source, run.seconds)
+        self._template = run.template
+        self._name = f"{run.prefix}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+        self._url = self._server.create_database(self._name, template=self._template)
+        self._counter = itertools.count()
+
+    def config(self) -> DatabaseConfig:
+        return _postgres_config(self._url)
+
+    def reset(self) -> None:
+        self._server.drop_database(self._name)
+        self._server.create_database(self._name, template=self._template)
+
+    def empty_database(self, tmp_path: Path) -> EmptyDatabase:
+        name = f"{self._name}_e{next(self._counter)}"
+        url = self._server.create_database(name)
+        return _postgres_config(url), lambda: self._server.drop_database(name)
+
+    def close(self) -> None:
+        super().close()
+        self._server.drop_database(self._name)
+
+
+def _postgres_config(url: str) -> DatabaseConfig:
+    return DatabaseConfig(driver="postgres", conn_string=url, auto_migrate=False)
+
+
+BACKEND_CLASSES: dict[str, type[Backend]] = {
+    cls.name: cls for cls in (MemoryBackend, SQLiteFileBackend, PostgresBackend)
+}
+"""Each backend name and its class."""
+# The plugin lists the names without importing this module (it loads without compozy).
+assert tuple(BACKEND_CLASSES) == BACKENDS, "compozy_testkit.session.BACKENDS is out of step"
+
+
+class WorkerDatabases:
+    """This worker's backends, each set up when a test first needs it."""
+
+    def __init__(self, workdir: Path, state: KitState) -> None:
+        self._workdir = workdir
+        self._state = state
+        self._backends: dict[str, Backend] = {}
+
+    def backend(self, name: str) -> Backend:
+        """The worker's backend called ``name``."""
+        backend = self._backends.get(name)
+        if backend is None:
+            backend = BACKEND_CLASSES[name](self._workdir, self._state)
+            self._backends[name] = backend
+        return backend
+
+    def close(self) -> None:
+        """Close the warm Stores, drop the templates and the worker's databases."""
+        for backend in self._backends.values():
+            backend.close()
+        self._backends.clear()
 
 
 class TestDatabase:
-    """A clean database for one test; ``open()`` gives Stores on it, closed at teardown."""
+    """A clean database for one test; ``open()`` gives Stores on it, closed at teardown.
+
+    Migrated: the worker's database, wiped at teardown. Else a new empty database, dropped at
+    teardown.
+    """
 
     __test__ = False  # not a test class, whatever pytest's collection patterns say
 
-    def __init__(
-        self,
-        backend: str,
-        *,
-        worker: WorkerDatabases | None = None,
-        tmp_path: Path | None = None,
-        postgres: WorkerPostgres | None = None,
-    ) -> None:
-        """Migrated (the worker's database) when ``worker`` is given, else empty, made here."""
-        self.backend = backend
-        self.migrated = worker is not None
-        self._worker = worker
-        self._postgres = postgres
+    def __init__(self, backend: Backend, tmp_path: Path, *, migrated: bool = True) -> None:
+        self._backend = backend
+        self.backend = backend.name
+        self.migrated = migrated
         self._opened: list[Store] = []  # closed at teardown
         self._handed: list[Store] = []  # every Store given to the test, warm one included
-        self._empty_pg: str | None = None
-        self.config: DatabaseConfig | None = None
-        if worker is not None:
-            self.config = worker.config(backend)
-        elif backend == "sqlite-file":
-            assert tmp_path is not None
-            from compozy_testkit.provision.sqlite import file_config
-
-            self.config = file_config(tmp_path / "empty.db")
-        elif backend == "postgres":
-            assert postgres is not None
-            from compozy.config import DatabaseConfig
-
-            self._empty_pg, url = postgres.new_empty_database()
-            self.config = DatabaseConfig(driver="postgres", conn_string=url, auto_migrate=False)
+        self.config: DatabaseConfig | None
+        if migrated:
+            self.config, self._cleanup = backend.config(), backend.wipe
+        else:
+            self.config, self._cleanup = backend.empty_database(tmp_path)
 
     @property
     def shareable(self) -> bool:
         """False for in-memory SQLite, which only its one Store can see."""
-        return self.backend != "sqlite"
+        return self._backend.shareable
 
     def open(self, **overrides: Any) -> Store:
         """A Store on this database; ``overrides`` replace DatabaseConfig fields."""
-        from compozy.store import open_sqlite_connection, open_store
-
-        if self._worker is not None and not overrides and not self._handed:
-            store = self._worker.warm_store(self.backend)
-            self._handed.append(store)
-            return store
-        if self.backend == "sqlite":
-            if self._handed:
-                raise RuntimeError("an in-memory SQLite database is private to its one Store")
-            busy_timeout = float(overrides.get("busy_timeout", 5.0))
-            if self._worker is not None:
-                store = self._worker.private_memory_store(busy_timeout)
-            else:
-                import sqlite3
-
-                connection = sqlite3.connect(":memory:", check_same_thread=False)
-                store = open_sqlite_connection(connection, busy_timeout=busy_timeout)
+        if self.migrated and not overrides and not self._handed:
+            store = self._backend.warm_store()
+        elif self._handed and not self.shareable:
+            raise RuntimeError(f"a {self.backend} database is private to its one Store")
         else:
-            assert self.config is not None
-            config = self.config.model_copy(update=overrides) if overrides else self.config
-            store = open_store(config)
-        self._opened.append(store)
+            store = self._backend.open(self.config, migrated=self.migrated, **overrides)
+            self._opened.append(store)
         self._handed.append(store)
         return store
 
@@ -190,7 +284,15 @@ class TestDatabase:
         for store in self._opened:
             store.close()
         self._opened.clear()
-        if self._worker is not None:
-            self._worker.wipe(self.backend)
-        elif self._empty_pg is not None and self._postgres is not None:
-            self._postgres.server.drop_database(self._empty_pg)
+        self._cleanup()
+
+    def __enter__(self) -> TestDatabase:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -8,21 +8,20 @@ implementation of the repository protocols under the contract tests.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from compozy_testkit.databases import TestDatabase, WorkerDatabases, WorkerPostgres
-from compozy_testkit.session import postgres_unavailable
+from compozy_testkit.session import BACKENDS, STATE_KEY
 
 if TYPE_CHECKING:
     from compozy.auth import AuthRepository
     from compozy.store import Store
     from compozy.task import TaskRepository
     from compozy.workflow import WorkflowRepository
+    from compozy_testkit.databases import Backend, TestDatabase, WorkerDatabases
 
 __all__ = [
     "api_key_factory",
@@ -42,82 +41,50 @@ __all__ = [
 
 @pytest.fixture(scope="session")
 def _compozy_worker_databases(
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerDatabases]:
-    from compozy_testkit.provision.sqlite import SQLiteTemplates
+    # Imported here, not at the top: the plugin loads this module with the standard library only.
+    from compozy_testkit.databases import WorkerDatabases
 
-    workdir = tmp_path_factory.mktemp("compozy")
-    templates = SQLiteTemplates(workdir)
-    databases = WorkerDatabases(templates, workdir)
+    databases = WorkerDatabases(tmp_path_factory.mktemp("compozy"), request.config.stash[STATE_KEY])
     yield databases
     databases.close()
-    templates.close()
-
-
-@pytest.fixture(scope="session")
-def _compozy_worker_postgres(request: pytest.FixtureRequest) -> Iterator[WorkerPostgres]:
-    from compozy_testkit.plugin import STATE_KEY
-    from compozy_testkit.provision.postgres import PostgresServer
-
-    run = request.config.stash[STATE_KEY].postgres
-    # compozy_backend fails or skips every postgres test before it gets here without a server.
-    assert run is not None
-    assert not run.error
-    server = PostgresServer(run.admin_url, run.source, run.seconds)
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    name = f"{run.prefix}_{worker}"
-    url = server.create_database(name, template=run.template)
-    yield WorkerPostgres(server, name, url, run.template)
-    server.drop_database(name)
 
 
 @pytest.fixture
 def compozy_backend(request: pytest.FixtureRequest) -> str:
     """The backend this test runs on: ``sqlite`` (in memory), ``sqlite-file`` or ``postgres``."""
-    from compozy_testkit.plugin import STATE_KEY
-
-    backend: str = getattr(request, "param", "sqlite")
-    if backend == "postgres":
-        # Unless PostgreSQL is required, the plugin has already marked these tests skipped.
-        reason = postgres_unavailable(request.config.stash[STATE_KEY])
-        if reason:
-            pytest.fail(
-                f"{reason} (required: CI=true or --compozy-require-postgres)", pytrace=False
-            )
+    backend: str = getattr(request, "param", BACKENDS[0])
+    # Unless the backend is required, the plugin has already marked these tests skipped.
+    reason = request.config.stash[STATE_KEY].unavailable(backend)
+    if reason:
+        pytest.fail(f"{reason} (required: CI=true or --compozy-require-postgres)", pytrace=False)
     return backend
 
 
-def _database(
-    request: pytest.FixtureRequest, backend: str, tmp_path: Path, migrated: bool
-) -> TestDatabase:
-    postgres: WorkerPostgres | None = None
-    if backend == "postgres":
-        postgres = request.getfixturevalue("_compozy_worker_postgres")
-    if not migrated:
-        return TestDatabase(backend, tmp_path=tmp_path, postgres=postgres)
-    worker: WorkerDatabases = request.getfixturevalue("_compozy_worker_databases")
-    worker.postgres = postgres or worker.postgres
-    return TestDatabase(backend, worker=worker)
+@pytest.fixture
+def _compozy_backend(compozy_backend: str, _compozy_worker_databases: WorkerDatabases) -> Backend:
+    """The worker's object for this test's backend: the one place a backend name is resolved."""
+    return _compozy_worker_databases.backend(compozy_backend)
+
+
+def _test_database(backend: Backend, tmp_path: Path, *, migrated: bool) -> Iterator[TestDatabase]:
+    from compozy_testkit.databases import TestDatabase
+
+    with TestDatabase(backend, tmp_path, migrated=migrated) as database:
+        yield database
 
 
 @pytest.fixture
-def compozy_database(
-    compozy_backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[TestDatabase]:
+def compozy_database(_compozy_backend: Backend, tmp_path: Path) -> Iterator[TestDatabase]:
     """A clean, migrated database on the current backend; ``.open()`` gives more Stores on it."""
-    database = _database(request, compozy_backend, tmp_path, migrated=True)
-    yield database
-    database.close()
+    yield from _test_database(_compozy_backend, tmp_path, migrated=True)
 
 
 @pytest.fixture
-def compozy_empty_database(
-    compozy_backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[TestDatabase]:
+def compozy_empty_database(_compozy_backend: Backend, tmp_path: Path) -> Iterator[TestDatabase]:
     """A database with no schema on the current backend (for migration tests)."""
-    database = _database(request, compozy_backend, tmp_path, migrated=False)
-    yield database
-    database.close()
+    yield from _test_database(_compozy_backend, tmp_path, migrated=False)
 
 
 @pytest.fixture
@@ -147,13 +114,7 @@ def auth_repo(compozy_store: Store) -> AuthRepository:
 # The factory fixtures. factory-boy is optional, so compozy_testkit.factories is imported for
 # type checking only; at run time the fixtures import it lazily.
 if TYPE_CHECKING:
-    from compozy_testkit.factories import (
-        APIKeyFactory,
-        FactorySet,
-        TaskStateFactory,
-        UserFactory,
-        WorkflowStateFactory,
-    )
+    from compozy_testkit.factories import FactorySet
 
 
 def _bind_factories(store: Store) -> FactorySet:
@@ -180,25 +141,29 @@ def compozy_factories(compozy_store: Store) -> FactorySet:
     return _bind_factories(compozy_store)
 
 
-@pytest.fixture
-def workflow_factory(compozy_factories: FactorySet) -> type[WorkflowStateFactory]:
-    """``.create()`` stores a workflow execution in ``compozy_store``; ``.build()`` only builds."""
-    return compozy_factories.workflows
+def _factory_fixture(attribute: str, doc: str) -> Any:
+    """A fixture giving ``compozy_factories.<attribute>``; ``doc`` is for ``pytest --fixtures``."""
+
+    def fixture(compozy_factories: FactorySet) -> Any:
+        return getattr(compozy_factories, attribute)
+
+    fixture.__doc__ = doc
+    return pytest.fixture(fixture)
 
 
-@pytest.fixture
-def task_factory(compozy_factories: FactorySet) -> type[TaskStateFactory]:
-    """``.create(workflow= | parent=)`` stores a task; ``.tree(depth=, fan_out=)`` a task tree."""
-    return compozy_factories.tasks
-
-
-@pytest.fixture
-def user_factory(compozy_factories: FactorySet) -> type[UserFactory]:
-    """``.create()`` stores a user in ``compozy_store``; ``.build()`` only builds."""
-    return compozy_factories.users
-
-
-@pytest.fixture
-def api_key_factory(compozy_factories: FactorySet) -> type[APIKeyFactory]:
-    """``.create()`` stores an API key; ``.create_with_plaintext()`` also gives its plaintext."""
-    return compozy_factories.api_keys
+# The factory classes (compozy_testkit.factories), each bound to compozy_store.
+workflow_factory = _factory_fixture(
+    "workflows",
+    "``.create()`` stores a workflow execution in ``compozy_store``; ``.build()`` only builds.",
+)
+task_factory = _factory_fixture(
+    "tasks",
+    "``.create(workflow= | parent=)`` stores a task; ``.tree(depth=, fan_out=)`` a task tree.",
+)
+user_factory = _factory_fixture(
+    "users", "``.create()`` stores a user in ``compozy_store``; ``.build()`` only builds."
+)
+api_key_factory = _factory_fixture(
+    "api_keys",
+    "``.create()`` stores an API key; ``.create_with_plaintext()`` also gives its plaintext.",
+)

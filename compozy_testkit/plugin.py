@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 
 from compozy_testkit.fixtures import *  # noqa: F403 - the public fixtures
-from compozy_testkit.fixtures import _compozy_worker_databases, _compozy_worker_postgres  # noqa: F401
+from compozy_testkit.fixtures import _compozy_backend, _compozy_worker_databases  # noqa: F401
 from compozy_testkit.session import (
     BACKENDS,
+    POSTGRES,
+    STATE_KEY,
     KitState,
     PostgresRun,
-    in_ci,
     parse_backends,
-    postgres_unavailable,
 )
 
 # The contract classes live in this package, not in the test files that subclass them: without
@@ -28,7 +28,6 @@ from compozy_testkit.session import (
 # above imports compozy_testkit.contract, so its modules are still to be imported.)
 pytest.register_assert_rewrite("compozy_testkit.contract")
 
-STATE_KEY = pytest.StashKey[KitState]()
 _NO_POSTGRES = "no PostgreSQL: "
 MARKER = "compozy_backends"
 
@@ -77,32 +76,50 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_TRUE = ("1", "true", "yes")
+
+
+def _setting(
+    config: pytest.Config, option: str, env: str, ini: str, default: str = "", *, flag: bool = False
+) -> str:
+    """The command-line option, else the environment variable, else the ini key, else default.
+
+    A source counts when its value is not blank (a repeated option's values are joined with
+    commas); for a ``flag`` only a true value counts ("1", "true" or "yes" in the environment),
+    and the result is "true" or "".
+    """
+    for value in (config.getoption(option), os.environ.get(env), config.getini(ini)):
+        text = (",".join(value) if isinstance(value, list) else str(value or "")).strip()
+        if flag:
+            text = "true" if text.lower() in _TRUE else ""
+        if text:
+            return text
+    return default
+
+
 def _selected_backends(config: pytest.Config) -> tuple[str, ...]:
-    values: list[str] = config.getoption("--compozy-backend")
-    if not values:
-        values = [os.environ.get("COMPOZY_TEST_BACKENDS", "")]
-    if not values[0].strip():
-        values = [str(config.getini("compozy_backends")).replace(" ", ",")]
-    if not values[0].strip():
-        values = ["all"]
+    value = _setting(
+        config, "--compozy-backend", "COMPOZY_TEST_BACKENDS", "compozy_backends", "all"
+    )
     try:
-        return parse_backends(values)
+        return parse_backends([value])
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
 def _postgres_source(config: pytest.Config) -> str:
-    source = (
-        config.getoption("--compozy-postgres-source")
-        or os.environ.get("COMPOZY_TEST_POSTGRES_SOURCE")
-        or config.getini("compozy_postgres_source")
-        or "auto"
+    source = _setting(
+        config,
+        "--compozy-postgres-source",
+        "COMPOZY_TEST_POSTGRES_SOURCE",
+        "compozy_postgres_source",
+        "auto",
     )
     if source not in ("auto", "local", "docker"):
         raise pytest.UsageError(
             f"compozy PostgreSQL source {source!r} is not one of auto, local, docker"
         )
-    return str(source)
+    return source
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -111,27 +128,24 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(*names, reason=''): run this test only on the named compozy backends "
         f"({', '.join(BACKENDS)}); on the others it is skipped with the reason",
     )
-    url = (
-        config.getoption("--compozy-postgres-url")
-        or os.environ.get("COMPOZY_TEST_POSTGRES_URL")
-        or config.getini("compozy_postgres_url")
-        or None
+    url = _setting(
+        config, "--compozy-postgres-url", "COMPOZY_TEST_POSTGRES_URL", "compozy_postgres_url"
+    )
+    # CI=true (GitHub Actions, most CI systems) implies --compozy-require-postgres.
+    required = _setting(
+        config, "--compozy-require-postgres", "CI", "compozy_require_postgres", flag=True
     )
     state = KitState(
         backends=_selected_backends(config),
-        require_postgres=bool(
-            config.getoption("--compozy-require-postgres")
-            or config.getini("compozy_require_postgres")
-            or in_ci()
-        ),
-        postgres_url=url,
+        require_postgres=bool(required),
+        postgres_url=url or None,
         postgres_source=_postgres_source(config),
     )
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         data = workerinput.get("compozy_postgres")
         state.postgres = PostgresRun.from_workerinput(data) if data else None
-    elif "postgres" in state.backends and _distributing(config) and not config.option.collectonly:
+    elif POSTGRES in state.backends and _distributing(config) and not config.option.collectonly:
         # xdist workers collect, the controller does not: it cannot wait to see whether a
         # test needs PostgreSQL, and one server must be ready before the workers start.
         state.provision_postgres()
@@ -158,14 +172,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     wanted = [
         item
         for item in items
-        if _backend_of(item) == "postgres" and item.get_closest_marker("skip") is None
+        if _backend_of(item) == POSTGRES and item.get_closest_marker("skip") is None
     ]
     if not wanted:
         return  # nothing collected needs PostgreSQL, so none is started
     if state.postgres is None and not hasattr(config, "workerinput"):
         state.provision_postgres()
         state.report_after_collection = True
-    reason = postgres_unavailable(state)
+    reason = state.unavailable(POSTGRES)
     if reason and not state.require_postgres:
         # A skip mark (not pytest.skip in a fixture) lets pytest fold every such skip into one
         # summary line per file; when PostgreSQL is required, compozy_backend fails instead.
@@ -225,7 +239,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"compozy backends: {', '.join(state.backends) or 'none'}"]
     if state.postgres is not None and not hasattr(config, "workerinput"):
         lines.append(_postgres_line(state))
-    elif "postgres" in state.backends:
+    elif POSTGRES in state.backends:
         lines.append("compozy postgres: started after collection, if a collected test needs it")
     return lines
 

@@ -7,22 +7,24 @@ workers receive the result through ``workerinput`` and never start a server of t
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pytest
+
 BACKENDS = ("sqlite", "sqlite-file", "postgres")
-"""In-memory SQLite, a SQLite file, PostgreSQL."""
+"""In-memory SQLite, a SQLite file, PostgreSQL (``compozy_testkit.databases.BACKEND_CLASSES``)."""
+POSTGRES = "postgres"
+"""The backend that needs a server: the plugin provisions it when a collected test needs it."""
 
 
 def parse_backends(values: list[str]) -> tuple[str, ...]:
-    """Expand ``all`` and comma lists into backend names, in canonical order; refuse unknowns."""
+    """Expand ``all`` and comma or space separated lists into backend names, in canonical order;
+    refuse unknowns."""
     wanted: set[str] = set()
     for value in values:
-        for name in (part.strip() for part in value.split(",")):
-            if not name:
-                continue
+        for name in value.replace(",", " ").split():
             if name == "all":
                 wanted.update(BACKENDS)
             elif name in BACKENDS:
@@ -108,15 +110,14 @@ class KitState:
         self.server.stop()
         self.server = None
 
+    def unavailable(self, backend: str) -> str:
+        """Why ``backend`` cannot run, or "" when it can."""
+        if backend != POSTGRES:
+            return ""
+        if self.postgres is None:
+            return "no PostgreSQL: the postgres backend was not provisioned"
+        return f"no PostgreSQL: {self.postgres.error}" if self.postgres.error else ""
 
-def postgres_unavailable(state: KitState) -> str:
-    """Why the postgres backend cannot run, or "" when it can."""
-    run = state.postgres
-    if run is None:
-        return "no PostgreSQL: the postgres backend was not provisioned"
-    return f"no PostgreSQL: {run.error}" if run.error else ""
 
-
-def in_ci() -> bool:
-    """True when the CI environment variable says so (GitHub Actions, most CI systems)."""
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+STATE_KEY = pytest.StashKey[KitState]()
+"""Where the plugin keeps the run's ``KitState`` in ``config.stash``."""

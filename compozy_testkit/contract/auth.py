@@ -191,9 +191,22 @@ class AuthRepositoryContract:
         first, _ = _key(compozy_store, user)
         second, _ = new_api_key(user.id, bcrypt_rounds=TEST_BCRYPT_ROUNDS)
         setattr(second, field, getattr(first, field))
-        with pytest.raises(DuplicateKey, match="exists"):
+        # The message names what is taken: the prefix, the fingerprint or the id.
+        taken = {"prefix": f"prefix {first.prefix!r}", "fingerprint": "fingerprint"}
+        what = taken.get(field, f"id {first.id}")
+        with pytest.raises(DuplicateKey, match=re.escape(f"with this {what} exists")):
             compozy_store.auth.create_api_key(second)
         assert [k.id for k in compozy_store.auth.list_api_keys_by_user_id(user.id)] == [first.id]
+
+    def test_get_api_key_by_id_returns_the_stored_key(self, compozy_store: Store) -> None:
+        user = _user(compozy_store, "byid@x.io")
+        other = _user(compozy_store, "byid-other@x.io")
+        _key(compozy_store, other, created_at=at(6))  # first: a lookup ignoring the id finds it
+        key, plaintext = _key(compozy_store, user, created_at=at(5))
+        assert (key.user_id, key.created_at, key.last_used) == (user.id, at(5), None)
+        found = compozy_store.auth.get_api_key_by_id(key.id)
+        assert found == key
+        assert verify_api_key(plaintext, found)
 
     def test_get_api_key_of_a_missing_id_or_fingerprint_raises_api_key_not_found(
         self, compozy_store: Store
@@ -208,14 +221,15 @@ class AuthRepositoryContract:
     ) -> None:
         user = _user(compozy_store, "many@x.io")
         other = _user(compozy_store, "other@x.io")
-        for key_id, seconds in (("k-a", 1), ("k-B", 1), ("k-b", 1), ("k-0", 0)):
+        # "k-z" is the oldest and the greatest id: the order is created_at first.
+        for key_id, seconds in (("k-a", 1), ("k-B", 1), ("k-b", 1), ("k-z", 0)):
             _key(compozy_store, user, id=key_id, created_at=at(seconds))
         _key(compozy_store, other, id="foreign")
         assert [k.id for k in compozy_store.auth.list_api_keys_by_user_id(user.id)] == [
             "k-b",
             "k-a",
             "k-B",
-            "k-0",
+            "k-z",
         ]
         assert compozy_store.auth.list_api_keys_by_user_id("nobody") == []
 
@@ -241,3 +255,34 @@ class AuthRepositoryContract:
             compozy_store.auth.get_api_key_by_id(key.id)
         with pytest.raises(APIKeyNotFound, match=key.id):
             compozy_store.auth.delete_api_key(key.id)
+
+    def test_a_deleted_api_key_is_no_longer_found_by_fingerprint(
+        self, compozy_store: Store
+    ) -> None:
+        # The API authenticates by fingerprint: a revoked key must stop working there too.
+        user = _user(compozy_store, "revoke@x.io")
+        key, plaintext = _key(compozy_store, user)
+        kept, kept_plaintext = _key(compozy_store, user)
+        auth = compozy_store.auth
+        assert auth.get_api_key_by_fingerprint(fingerprint(plaintext)) == key
+        auth.delete_api_key(key.id)
+        with pytest.raises(APIKeyNotFound):
+            auth.get_api_key_by_fingerprint(fingerprint(plaintext))
+        assert auth.get_api_key_by_fingerprint(fingerprint(kept_plaintext)) == kept
+        assert [k.id for k in auth.list_api_keys_by_user_id(user.id)] == [kept.id]
+
+    def test_the_keys_of_a_deleted_user_are_no_longer_found_by_fingerprint(
+        self, compozy_store: Store
+    ) -> None:
+        leaver = _user(compozy_store, "leaver@x.io")
+        stayer = _user(compozy_store, "stayer@x.io")
+        key, plaintext = _key(compozy_store, leaver)
+        other, other_plaintext = _key(compozy_store, stayer)
+        auth = compozy_store.auth
+        assert auth.get_api_key_by_fingerprint(fingerprint(plaintext)) == key
+        auth.delete_user(leaver.id)
+        with pytest.raises(APIKeyNotFound):
+            auth.get_api_key_by_fingerprint(fingerprint(plaintext))
+        assert auth.list_api_keys_by_user_id(leaver.id) == []
+        assert auth.get_api_key_by_fingerprint(fingerprint(other_plaintext)) == other
+        assert auth.get_user_by_id(stayer.id) == stayer

@@ -11,8 +11,9 @@ from compozy.core import Component, ExecutionType, Status
 from compozy.errors import CompozyError, ConstraintViolation, TaskNotFound, ValidationError
 from compozy.store import Store, sql_connection
 from compozy.store.tables import task_states, workflow_states
-from compozy.task import TaskFilter, TaskState
+from compozy.task import ProgressInfo, TaskFilter, TaskState
 from compozy_testkit.contract._build import at, task, usage, workflow
+from compozy_testkit.databases import TestDatabase
 
 
 class TaskRepositoryContract:
@@ -45,6 +46,8 @@ class TaskRepositoryContract:
         )
         updated = compozy_store.tasks.upsert_state(changed)
         assert updated.created_at == at(1)
+        assert updated.updated_at is not None
+        assert updated.updated_at >= first.updated_at
         expected = TaskState(
             **{**vars(changed), "created_at": at(1), "updated_at": updated.updated_at}
         )
@@ -89,6 +92,8 @@ class TaskRepositoryContract:
             (ExecutionType.BASIC, {"tool_id": "t", "action_id": "x"}),
             (ExecutionType.ROUTER, {"tool_id": "t"}),
             (ExecutionType.ROUTER, {"agent_id": "a", "action_id": "x"}),
+            (ExecutionType.ROUTER, {"agent_id": "a"}),
+            (ExecutionType.ROUTER, {"action_id": "x"}),
         ],
     )
     def test_shape_rule_refuses_bad_agent_action_tool_combinations_before_sql(
@@ -151,7 +156,7 @@ class TaskRepositoryContract:
             assert locked == stored
             joined = compozy_store.tasks.get_state_for_update(stored.task_exec_id)
             assert joined == stored
-            with pytest.raises(TaskNotFound):
+            with pytest.raises(TaskNotFound, match="absent"):
                 tx.tasks.get_state_for_update("absent")
 
     def test_get_usage_summary_is_none_without_usage_and_the_summary_with_it(
@@ -162,7 +167,7 @@ class TaskRepositoryContract:
         costly = task(compozy_store, wf, task_id="costly", usage=usage(prompt=4))
         assert compozy_store.tasks.get_usage_summary(plain.task_exec_id) is None
         assert compozy_store.tasks.get_usage_summary(costly.task_exec_id) == usage(prompt=4)
-        with pytest.raises(TaskNotFound):
+        with pytest.raises(TaskNotFound, match="absent"):
             compozy_store.tasks.get_usage_summary("absent")
 
     # --- lists ----------------------------------------------------------------------------
@@ -198,6 +203,110 @@ class TaskRepositoryContract:
         assert ids(workflow_exec_id=wf.workflow_exec_id, status=Status.RUNNING) == ["t1"]
         assert ids(tool_id="tool", component=Component.TASK) == ["t2"]
         assert ids(workflow_id="other", status=Status.SUCCESS) == []
+
+    def test_list_states_honours_every_filter_field_on_its_own(self, compozy_store: Store) -> None:
+        # Rows that differ in every filterable field, so that a field filtered on alone selects
+        # a proper, non-empty subset: an implementation ignoring any one field returns more.
+        wf = workflow(compozy_store)
+        other = workflow(compozy_store, workflow_id="other")
+        root = task(compozy_store, wf, task_exec_id="root", task_id="root", created_at=at(0))
+        agent: dict[str, Any] = {"component": Component.AGENT, "agent_id": "bot"}
+        task(
+            compozy_store,
+            wf,
+            task_exec_id="say",
+            task_id="ask",
+            parent=root,
+            status=Status.SUCCESS,
+            action_id="say",
+            created_at=at(1),
+            **agent,
+        )
+        task(
+            compozy_store,
+            wf,
+            task_exec_id="think",
+            task_id="ask",
+            parent=root,
+            action_id="think",
+            created_at=at(2),
+            **agent,
+        )
+        task(
+            compozy_store,
+            wf,
+            task_exec_id="peer",
+            task_id="ask-peer",
+            component=Component.AGENT,
+            agent_id="peer",
+            action_id="say",
+            created_at=at(3),
+        )
+        task(
+            compozy_store,
+            wf,
+            task_exec_id="grep",
+            task_id="grep",
+            parent=root,
+            component=Component.TOOL,
+            tool_id="grep",
+            created_at=at(4),
+        )
+        task(
+            compozy_store,
+            other,
+            task_exec_id="route",
+            task_id="route",
+            status=Status.SUCCESS,
+            execution_type=ExecutionType.ROUTER,
+            created_at=at(5),
+        )
+        task(
+            compozy_store,
+            other,
+            task_exec_id="fan",
+            task_id="fan",
+            component=Component.WORKFLOW,
+            execution_type=ExecutionType.PARALLEL,
+            agent_id="bot",
+            tool_id="grep",
+            created_at=at(6),
+        )
+
+        def ids(**fields: Any) -> list[str]:
+            return [t.task_exec_id for t in compozy_store.tasks.list_states(TaskFilter(**fields))]
+
+        everything = ["root", "say", "think", "peer", "grep", "route", "fan"]
+        assert ids() == everything
+        cases: list[tuple[str, Any, list[str]]] = [
+            ("task_id", "ask", ["say", "think"]),
+            ("task_exec_id", "think", ["think"]),
+            ("workflow_id", "other", ["route", "fan"]),
+            ("workflow_exec_id", wf.workflow_exec_id, ["root", "say", "think", "peer", "grep"]),
+            ("parent_state_id", "root", ["say", "think", "grep"]),
+            ("component", Component.AGENT, ["say", "think", "peer"]),
+            ("component", Component.TASK, ["root", "route"]),
+            ("status", Status.SUCCESS, ["say", "route"]),
+            ("execution_type", ExecutionType.ROUTER, ["route"]),
+            ("execution_type", ExecutionType.PARALLEL, ["fan"]),
+            ("agent_id", "bot", ["say", "think", "fan"]),
+            ("action_id", "say", ["say", "peer"]),
+            ("tool_id", "grep", ["grep", "fan"]),
+        ]
+        wrong = {
+            f"{name}={value}": found
+            for name, value, expected in cases
+            if (found := ids(**{name: value})) != expected
+        }
+        assert wrong == {}, "these filter fields selected the wrong rows"
+        absent = {
+            name: ids(**{name: "absent"})
+            for name in ("task_id", "task_exec_id", "parent_state_id", "agent_id", "action_id")
+        }
+        assert {name: found for name, found in absent.items() if found} == {}
+        think = compozy_store.tasks.get_state("think")
+        every_field = {name: getattr(think, name) for name in vars(TaskFilter())}
+        assert ids(**every_field) == ["think"]
 
     def test_list_by_ids_returns_empty_for_no_ids(self, compozy_store: Store) -> None:
         assert compozy_store.tasks.list_by_ids([]) == []
@@ -237,6 +346,7 @@ class TaskRepositoryContract:
         task(compozy_store, wf, task_exec_id="ag", agent_id="bot", action_id="say")
         task(compozy_store, wf, task_exec_id="tl", tool_id="grep")
         task(compozy_store, other, task_exec_id="x", status=Status.SUCCESS, tool_id="grep")
+        task(compozy_store, other, task_exec_id="y", agent_id="bot", action_id="say")
         repo, exec_id = compozy_store.tasks, wf.workflow_exec_id
         assert [t.task_exec_id for t in repo.list_tasks_by_status(exec_id, Status.SUCCESS)] == [
             "s0",
@@ -272,6 +382,8 @@ class TaskRepositoryContract:
         task(compozy_store, wf, task_id="a", parent=root, output={"v": 2}, created_at=at(2))
         task(compozy_store, wf, task_id="a", parent=root, output=None, created_at=at(3))
         task(compozy_store, wf, task_id="silent", parent=root, output=None)
+        cousin = task(compozy_store, wf, task_id="cousin")
+        task(compozy_store, wf, task_id="a", parent=cousin, output={"v": 9}, created_at=at(9))
         assert compozy_store.tasks.list_children_outputs(root.task_exec_id) == {"a": {"v": 2}}
 
     def test_get_child_by_task_id_returns_the_latest_child(self, compozy_store: Store) -> None:
@@ -279,11 +391,41 @@ class TaskRepositoryContract:
         root = task(compozy_store, wf, task_id="root")
         task(compozy_store, wf, task_id="c", task_exec_id="c-1", parent=root, created_at=at(1))
         task(compozy_store, wf, task_id="c", task_exec_id="c-2", parent=root, created_at=at(2))
+        cousin = task(compozy_store, wf, task_id="cousin")
+        task(compozy_store, wf, task_id="c", task_exec_id="c-9", parent=cousin, created_at=at(9))
         assert compozy_store.tasks.get_child_by_task_id(root.task_exec_id, "c").task_exec_id == (
             "c-2"
         )
         with pytest.raises(TaskNotFound, match="nope"):
             compozy_store.tasks.get_child_by_task_id(root.task_exec_id, "nope")
+
+    def test_children_tie_on_created_at_is_broken_by_the_greatest_task_exec_id(
+        self, compozy_store: Store
+    ) -> None:
+        # "Latest" is created_at, then task_exec_id by code point ("B" < "a" < "b"), for
+        # get_child_by_task_id and list_children_outputs alike.
+        wf = workflow(compozy_store)
+        root = task(compozy_store, wf, task_id="root", created_at=at(0))
+        for exec_id in ("c-B", "c-b", "c-a"):
+            task(
+                compozy_store, wf, task_exec_id=exec_id, task_id="c", parent=root, created_at=at(1)
+            )
+        task(compozy_store, wf, task_exec_id="c-c", task_id="c", parent=root, created_at=at(0.5))
+        for exec_id in ("o-B", "o-b", "o-a"):
+            task(
+                compozy_store,
+                wf,
+                task_exec_id=exec_id,
+                task_id="o",
+                parent=root,
+                output={"from": exec_id},
+                created_at=at(1),
+            )
+        # The greatest id of the tie has no output: the latest non-null one is still "o-b".
+        task(compozy_store, wf, task_exec_id="o-c", task_id="o", parent=root, created_at=at(1))
+        repo = compozy_store.tasks
+        assert repo.get_child_by_task_id(root.task_exec_id, "c").task_exec_id == "c-b"
+        assert repo.list_children_outputs(root.task_exec_id) == {"o": {"from": "o-b"}}
 
     # --- trees and progress ---------------------------------------------------------------
 
@@ -300,6 +442,31 @@ class TaskRepositoryContract:
         tree = compozy_store.tasks.get_task_tree(root.task_exec_id)
         assert [t.task_id for t in tree] == ["root", "a", "b", "b1", "a1"]
 
+    def test_get_task_tree_breaks_ties_on_task_exec_id_by_code_point(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        root = task(compozy_store, wf, task_exec_id="root", task_id="root", created_at=at(0))
+        kids = {
+            exec_id: task(
+                compozy_store, wf, task_exec_id=exec_id, task_id="k", parent=root, created_at=at(1)
+            )
+            for exec_id in ("k-b", "k-B", "k-a")
+        }
+        # Later, so after the tie whatever its id: created_at comes before the id.
+        task(compozy_store, wf, task_exec_id="k-0", task_id="k", parent=root, created_at=at(2))
+        for exec_id in ("g-b", "g-a"):
+            task(
+                compozy_store,
+                wf,
+                task_exec_id=exec_id,
+                task_id="g",
+                parent=kids["k-b"],
+                created_at=at(1),
+            )
+        tree = compozy_store.tasks.get_task_tree("root")
+        assert [t.task_exec_id for t in tree] == ["root", "k-B", "k-a", "k-b", "k-0", "g-a", "g-b"]
+
     def test_get_task_tree_stops_at_max_depth(self, compozy_store: Store) -> None:
         wf = workflow(compozy_store)
         node = root = task(compozy_store, wf, task_id="d0")
@@ -313,8 +480,35 @@ class TaskRepositoryContract:
         ]
         assert [t.task_id for t in repo.get_task_tree(root.task_exec_id, max_depth=0)] == ["d0"]
         assert len(repo.get_task_tree(root.task_exec_id)) == 6
-        with pytest.raises(ValidationError, match="max_depth"):
-            repo.get_task_tree(root.task_exec_id, max_depth=-1)
+        for bad in (-1, True, "2", 1.0):
+            with pytest.raises(ValidationError, match="max_depth"):
+                repo.get_task_tree(root.task_exec_id, max_depth=bad)  # type: ignore[arg-type]
+
+    def test_get_task_tree_goes_100_levels_deep_by_default(self, compozy_store: Store) -> None:
+        wf = workflow(compozy_store)
+        node = root = task(compozy_store, wf, task_id="d0")
+        for depth in range(1, 102):
+            node = task(compozy_store, wf, task_id=f"d{depth}", parent=node)
+        tree = compozy_store.tasks.get_task_tree(root.task_exec_id)
+        assert [t.task_id for t in tree] == [f"d{depth}" for depth in range(101)]
+
+    def test_get_task_tree_reports_each_task_once_when_parent_links_form_a_cycle(
+        self, compozy_store: Store
+    ) -> None:
+        # Parent links are not checked for cycles on update: a -> b -> c -> a is storable, and
+        # the tree of a must still list each task once, at its smallest depth.
+        wf = workflow(compozy_store)
+        a = task(compozy_store, wf, task_exec_id="a", task_id="a", created_at=at(0))
+        b = task(compozy_store, wf, task_exec_id="b", task_id="b", parent=a, created_at=at(1))
+        c = task(compozy_store, wf, task_exec_id="c", task_id="c", parent=b, created_at=at(2))
+        a.parent_state_id = c.task_exec_id
+        compozy_store.tasks.upsert_state(a)
+        tree = compozy_store.tasks.get_task_tree("a", max_depth=10)
+        assert [(t.task_exec_id, t.parent_state_id) for t in tree] == [
+            ("a", "c"),
+            ("b", "a"),
+            ("c", "b"),
+        ]
 
     def test_get_task_tree_of_an_unknown_root_is_empty(self, compozy_store: Store) -> None:
         assert compozy_store.tasks.get_task_tree("no-root") == []
@@ -350,6 +544,7 @@ class TaskRepositoryContract:
         info = compozy_store.tasks.get_progress_info("lonely")
         assert (info.total_children, info.completion_rate, info.failure_rate) == (0, 0.0, 0.0)
         assert info.status_counts == {}
+        assert info == ProgressInfo()
 
     # --- merge_usage ----------------------------------------------------------------------
 
@@ -367,8 +562,10 @@ class TaskRepositoryContract:
     # --- rules the schema itself enforces -------------------------------------------------
 
     def test_deleting_a_workflow_removes_its_tasks_and_a_task_its_descendants(
-        self, compozy_store: Store
+        self, compozy_database: TestDatabase
     ) -> None:
+        # Deletes with SQL (the protocol has no delete): a check of compozy's own schema.
+        compozy_store = compozy_database.store()
         wf = workflow(compozy_store)
         other = workflow(compozy_store)
         root = task(compozy_store, wf, task_id="root")
@@ -401,8 +598,10 @@ class TaskRepositoryContract:
         ],
     )
     def test_the_database_checks_refuse_what_validation_would_have_refused(
-        self, compozy_store: Store, column: str, value: str
+        self, compozy_database: TestDatabase, column: str, value: str
     ) -> None:
+        # Writes with SQL behind the repository: a check of compozy's own schema.
+        compozy_store = compozy_database.store()
         wf = workflow(compozy_store)
         stored = task(compozy_store, wf, tool_id="grep")  # a basic tool call: fine
         statement = sa.text(f"UPDATE task_states SET {column} = :value WHERE task_exec_id = :id")

@@ -21,7 +21,7 @@ from compozy.errors import CompozyError, EmailExists, StoreUnavailable, Workflow
 from compozy.store import Store
 from compozy.workflow import WorkflowState
 from compozy_testkit.contract._build import task, usage, workflow
-from compozy_testkit.databases import TestDatabase
+from compozy_testkit.databases import BACKEND_CLASSES, TestDatabase
 
 
 class _Boom(Exception):
@@ -126,11 +126,12 @@ class TransactionContract:
         assert compozy_store.tasks.get_usage_summary(locked_task.task_exec_id) == usage(prompt=7)
 
     def test_closing_the_store_makes_later_calls_fail_with_store_unavailable(
-        self, compozy_store: Store
+        self, compozy_database: TestDatabase
     ) -> None:
-        compozy_store.close()
+        store = compozy_database.store()
+        store.close()
         with pytest.raises(StoreUnavailable, match="closed"):
-            compozy_store.workflows.list_states()
+            store.workflows.list_states()
 
     @pytest.mark.compozy_backends(
         "sqlite", "sqlite-file", reason="busy_timeout is SQLite's; PostgreSQL writers queue"
@@ -169,7 +170,7 @@ class TransactionContract:
         from compozy.config import DatabaseConfig
         from compozy.store import open_store
 
-        if compozy_backend == "postgres":
+        if BACKEND_CLASSES[compozy_backend].has_server:
             config = DatabaseConfig(
                 conn_string="postgresql://nobody:pw@127.0.0.1:1/none",
                 auto_migrate=False,
@@ -197,10 +198,13 @@ class TransactionContract:
         health = store.health()
         assert (health.ok, health.revision) == (False, None)
 
-    def test_health_reports_driver_location_and_schema_revision(self, compozy_store: Store) -> None:
-        health = compozy_store.health()
+    def test_health_reports_driver_location_and_schema_revision(
+        self, compozy_database: TestDatabase
+    ) -> None:
+        store = compozy_database.store()
+        health = store.health()
         assert health.ok
-        assert health.driver == compozy_store.driver
+        assert health.driver == store.driver
         assert health.revision == health.head
         assert "password" not in health.location
 

@@ -145,7 +145,7 @@ def test_without_any_postgres_the_postgres_tests_skip_with_one_line(
     assert "initdb and pg_ctl not on PATH" in skip_lines[0]
 
 
-@pytest.mark.parametrize("how", [["--compozy-require-postgres"], ["CI=true"]])
+@pytest.mark.parametrize("how", [["--compozy-require-postgres"], ["CI=true"], ["ini"]])
 def test_without_any_postgres_the_postgres_tests_fail_when_required(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: list[str]
 ) -> None:
@@ -153,6 +153,8 @@ def test_without_any_postgres_the_postgres_tests_fail_when_required(
     args = ["--compozy-backend", "postgres"]
     if how == ["CI=true"]:
         monkeypatch.setenv("CI", "true")
+    elif how == ["ini"]:
+        pytester.makeini("[pytest]\ncompozy_require_postgres = true\n")
     else:
         args += how
     pytester.makepyfile("def test_x(compozy_store):\n    pass\n")
@@ -211,6 +213,22 @@ def test_backends_come_from_the_environment_then_the_ini_file(
     pytester.runpytest_subprocess("-v").stdout.fnmatch_lines(["*test_x[[]sqlite-file[]]*"])
     monkeypatch.setenv("COMPOZY_TEST_BACKENDS", "sqlite")
     pytester.runpytest_subprocess("-v").stdout.fnmatch_lines(["*test_x[[]sqlite[]] PASSED*"])
+
+
+def test_the_command_line_wins_over_the_environment_and_the_ini_file(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMPOZY_TEST_BACKENDS", "sqlite")
+    monkeypatch.setenv("COMPOZY_TEST_POSTGRES_SOURCE", "bogus")  # refused, once it counts
+    pytester.makeini("[pytest]\ncompozy_backends = postgres\ncompozy_postgres_source = local\n")
+    pytester.makepyfile("def test_x(compozy_backend):\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        "-v", "--compozy-backend", "sqlite-file", "--compozy-postgres-source", "docker"
+    )
+    result.stdout.fnmatch_lines(
+        ["compozy backends: sqlite-file", "*test_x[[]sqlite-file[]] PASSED*"]
+    )
+    assert result.ret == 0
 
 
 def test_the_plugin_module_imports_nothing_optional_at_load_time() -> None:
