@@ -6,7 +6,9 @@ back cursors the store gave, except to check that anything else is refused.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -219,6 +221,91 @@ class PagingContract:
         assert summaries["other"].task_status_counts == {Status.FAILED: 1}
         nothing = summaries[empty.workflow_exec_id]
         assert (nothing.task_status_counts, nothing.task_count) == ({}, 0)
+
+    def test_task_status_counts_of_each_execution_are_its_own(self, compozy_store: Store) -> None:
+        first = workflow(compozy_store, workflow_exec_id="first", created_at=at(1))
+        second = workflow(compozy_store, workflow_exec_id="second", created_at=at(2))
+        for wf, statuses in (
+            (first, {"a": Status.SUCCESS, "b": Status.RUNNING}),
+            (second, {"a": Status.SUCCESS, "b": Status.SUCCESS, "c": Status.FAILED}),
+        ):
+            for n, (task_id, status) in enumerate(statuses.items()):
+                task(
+                    compozy_store,
+                    wf,
+                    task_id=task_id,
+                    task_exec_id=f"{wf.workflow_exec_id}-{task_id}",
+                    status=status,
+                    created_at=at(n),
+                )
+        # An older state of "a" in the second execution that must not count anywhere.
+        task(
+            compozy_store,
+            second,
+            task_id="a",
+            task_exec_id="second-a-old",
+            status=Status.RUNNING,
+            created_at=at(-1),
+        )
+        for limit in (1, 2):
+            summaries = {s.workflow_exec_id: s for s in _flat(_summary_pages(compozy_store, limit))}
+            assert summaries["first"].task_status_counts == {
+                Status.SUCCESS: 1,
+                Status.RUNNING: 1,
+            }
+            assert summaries["second"].task_status_counts == {
+                Status.SUCCESS: 2,
+                Status.FAILED: 1,
+            }
+            assert (summaries["first"].task_count, summaries["second"].task_count) == (2, 3)
+
+    @pytest.mark.parametrize(
+        ("when", "key"),
+        [
+            (at(5).isoformat(), ""),
+            (at(5).isoformat(), 5),
+            (at(5).isoformat(), None),
+            (at(5).isoformat(), ["e"]),
+            (at(5).replace(tzinfo=None).isoformat(), "e"),  # a time without its zone
+        ],
+    )
+    def test_a_cursor_with_an_empty_or_non_string_key_or_a_naive_time_is_refused(
+        self, compozy_store: Store, when: str, key: Any
+    ) -> None:
+        workflow(compozy_store, workflow_exec_id="e", created_at=at(0))
+        user = _user(compozy_store, "u", 0)
+        raw = json.dumps([when, key], separators=(",", ":")).encode()
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        with pytest.raises(ValidationError, match="cursor"):
+            compozy_store.workflows.list_page(cursor=cursor)
+        with pytest.raises(ValidationError, match="cursor"):
+            compozy_store.auth.list_users_page(cursor=cursor)
+        with pytest.raises(ValidationError, match="cursor"):
+            compozy_store.auth.list_api_keys_page(user.id, cursor=cursor)
+
+    @pytest.mark.parametrize("suffix", ["X", "A", "AA", "AAAA", "Zm9v", "IA", "!", "=", " ", "~~"])
+    def test_a_cursor_with_characters_added_is_refused_or_reads_the_same_page(
+        self, compozy_store: Store, suffix: str
+    ) -> None:
+        # A cursor is opaque: an altered one is refused, or (if the alteration changes nothing
+        # it stands for) reads exactly the page of the cursor; never another page.
+        for n in range(6):
+            workflow(compozy_store, workflow_exec_id=f"e{n}", created_at=at(n))
+        first = compozy_store.workflows.list_page(limit=2)
+        assert first.next_cursor is not None
+        second = compozy_store.workflows.list_page(limit=2, cursor=first.next_cursor)
+        assert [s.workflow_exec_id for s in second.items] == ["e3", "e2"]
+        altered: Page[WorkflowSummary] | None = None
+        refusal = ""
+        try:
+            altered = compozy_store.workflows.list_page(limit=2, cursor=first.next_cursor + suffix)
+        except ValidationError as refused:
+            refusal = str(refused)
+        if altered is None:
+            assert "cursor" in refusal
+        else:
+            assert [s.workflow_exec_id for s in altered.items] == ["e3", "e2"]
+            assert altered.next_cursor == second.next_cursor
 
     def test_a_summary_carries_the_execution_fields_and_who_runs_it(
         self, compozy_store: Store

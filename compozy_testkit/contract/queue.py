@@ -9,6 +9,7 @@ database (``compozy_database.config``), so it needs a database other processes c
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import queue as queue_module
 import threading
@@ -160,6 +161,19 @@ class ExecutionQueueContract:
         assert _ids(compozy_store.queue.claim("w2", limit=10, lease=LEASE)) == ["d"]
         assert compozy_store.queue.claim("w3", limit=10, lease=LEASE) == []
         assert _summary(compozy_store, "c").worker_id == "w1"
+
+    def test_claim_order_is_created_at_first_whatever_the_ids_then_id_ascending(
+        self, compozy_store: Store
+    ) -> None:
+        # The oldest execution has the greatest id; "b" and "q" share an instant.
+        for exec_id, seconds in (("q", 2), ("a", 1), ("z", 0), ("b", 2)):
+            _pending(compozy_store, exec_id, seconds)
+        one_by_one = [compozy_store.queue.claim("w1", limit=1, lease=LEASE) for _ in range(3)]
+        assert [_ids(claims) for claims in one_by_one] == [["z"], ["a"], ["b"]]
+        for claims in one_by_one:
+            compozy_store.queue.release(claims[0])
+        # One call taking several returns them in the same order.
+        assert _ids(compozy_store.queue.claim("w2", limit=4, lease=LEASE)) == ["z", "a", "b", "q"]
 
     def test_claim_of_given_workflows_takes_only_their_executions(
         self, compozy_store: Store
@@ -416,6 +430,51 @@ class ExecutionQueueContract:
             compozy_store.queue.renew(claims, lease=0)
         assert _summary(compozy_store, "x").lease_expires_at == claims[0].lease_expires_at
 
+    def test_renew_reports_lost_a_claim_of_the_same_worker_with_an_older_claim_count(
+        self, compozy_store: Store
+    ) -> None:
+        _pending(compozy_store, "x", 0)
+        (old,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        new = compozy_store.queue.claim_execution("x", "w1", lease=LEASE)
+        assert (old.claim_count, new.claim_count) == (1, 2)
+        assert compozy_store.queue.renew([old], lease=LEASE) == Renewal(
+            frozenset({"x"}), frozenset()
+        )
+        assert compozy_store.queue.renew([new], lease=LEASE) == Renewal(frozenset(), frozenset())
+        summary = _summary(compozy_store, "x")
+        assert (summary.worker_id, summary.claim_count) == ("w1", 2)
+
+    def test_renew_sets_each_lease_to_now_plus_the_given_seconds(
+        self, compozy_store: Store
+    ) -> None:
+        _pending(compozy_store, "a", 0)
+        _pending(compozy_store, "b", 1)
+        (a,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        (b,) = compozy_store.queue.claim("w2", limit=1, lease=LEASE)
+        for seconds in (3 * LEASE, 5.0):  # longer, then shorter than the lease it had
+            before = datetime.now(UTC)
+            renewal = compozy_store.queue.renew([a, b], lease=seconds)
+            after = datetime.now(UTC)
+            assert renewal == Renewal(frozenset(), frozenset())
+            for claim in (a, b):
+                lease_end = _summary(compozy_store, claim.workflow_exec_id).lease_expires_at
+                assert lease_end is not None
+                span = timedelta(seconds=seconds)
+                assert before + span <= lease_end <= after + span
+
+    def test_renew_of_a_claim_naming_another_worker_is_lost_and_extends_nothing(
+        self, compozy_store: Store
+    ) -> None:
+        _pending(compozy_store, "x", 0)
+        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        forged = dataclasses.replace(claim, worker_id="w2")
+        assert compozy_store.queue.renew([forged], lease=3 * LEASE) == Renewal(
+            frozenset({"x"}), frozenset()
+        )
+        summary = _summary(compozy_store, "x")
+        assert (summary.worker_id, summary.claim_count) == ("w1", 1)
+        assert summary.lease_expires_at == claim.lease_expires_at
+
     # --- fence ----------------------------------------------------------------------------
 
     def test_fence_outside_a_transaction_is_refused(self, compozy_store: Store) -> None:
@@ -565,6 +624,43 @@ class ExecutionQueueContract:
         )
         assert _task_statuses(compozy_store, "rel-x") == {"running": Status.RUNNING}
 
+    @pytest.mark.parametrize("operation", ["fence", "release", "abort"])
+    @pytest.mark.parametrize(
+        "how", ["missing", "terminal", "other-worker", "older-claim", "released"]
+    )
+    def test_every_way_of_losing_a_claim_raises_claim_lost_naming_the_execution(
+        self, compozy_store: Store, how: str, operation: str
+    ) -> None:
+        wf = _pending(compozy_store, "lost-exec", 0)
+        task(compozy_store, wf, task_id="running", status=Status.RUNNING)
+        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        if how == "missing":
+            claim = dataclasses.replace(claim, workflow_exec_id="gone-exec")
+        elif how == "terminal":
+            compozy_store.workflows.update_status("lost-exec", Status.SUCCESS)
+        elif how == "other-worker":
+            claim = dataclasses.replace(claim, worker_id="w2")
+        elif how == "older-claim":
+            compozy_store.queue.claim_execution("lost-exec", "w1", lease=LEASE)
+        else:
+            compozy_store.queue.release(claim)
+        before = compozy_store.workflows.get_state("lost-exec")
+        summary_before = _summary(compozy_store, "lost-exec")
+
+        def fenced_write(tx: TransactionScope) -> None:
+            tx.queue.fence(claim, exclusive=True)
+            tx.workflows.update_status("lost-exec", Status.WAITING)
+
+        with pytest.raises(ClaimLost, match=claim.workflow_exec_id):
+            if operation == "fence":
+                compozy_store.run_in_transaction(fenced_write)
+            elif operation == "release":
+                compozy_store.queue.release(claim)
+            else:
+                compozy_store.queue.abort(claim, Status.FAILED, {"message": "gave up"})
+        assert compozy_store.workflows.get_state("lost-exec") == before
+        assert _summary(compozy_store, "lost-exec") == summary_before
+
     # --- abort ----------------------------------------------------------------------------
 
     def test_abort_ends_the_execution_and_only_its_unfinished_tasks(
@@ -686,6 +782,94 @@ class ExecutionQueueContract:
         marked = compozy_store.queue.request_cancel("x")
         assert marked.status is Status.WAITING
         assert _summary(compozy_store, "x").cancel_requested_at is not None
+
+    def test_request_cancel_again_keeps_the_first_request_time(self, compozy_store: Store) -> None:
+        _pending(compozy_store, "x", 0)
+        compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        first = compozy_store.queue.request_cancel("x")
+        requested = _summary(compozy_store, "x").cancel_requested_at
+        assert requested is not None
+        time.sleep(0.002)
+        second = compozy_store.queue.request_cancel("x")
+        summary = _summary(compozy_store, "x")
+        assert summary.cancel_requested_at == requested
+        assert (second.status, second.error) == (Status.RUNNING, None)
+        assert first.updated_at is not None
+        assert second.updated_at is not None
+        assert second.updated_at > first.updated_at
+        assert compozy_store.workflows.get_state("x") == second
+
+    def test_request_cancel_of_an_unclaimed_execution_ends_it_and_its_tasks_with_canceled(
+        self, compozy_store: Store
+    ) -> None:
+        wf = _pending(compozy_store, "x", 0)
+        task(compozy_store, wf, task_id="queued", status=Status.PENDING)
+        task(compozy_store, wf, task_id="done", status=Status.SUCCESS, output={"o": 1})
+        before = compozy_store.workflows.get_state("x")
+        time.sleep(0.002)
+        canceled = compozy_store.queue.request_cancel("x")
+        assert canceled.error is not None
+        assert canceled.error["code"] == "CANCELED"
+        queued, done = canceled.tasks["queued"], canceled.tasks["done"]
+        assert (queued.status, queued.error) == (Status.CANCELED, canceled.error)
+        assert (done.status, done.error, done.output) == (Status.SUCCESS, None, {"o": 1})
+        assert before.updated_at is not None
+        assert canceled.updated_at is not None
+        assert canceled.updated_at > before.updated_at
+        before_queued = before.tasks["queued"].updated_at
+        assert before_queued is not None
+        assert queued.updated_at is not None
+        assert queued.updated_at > before_queued
+        assert done.updated_at == before.tasks["done"].updated_at
+        summary = _summary(compozy_store, "x")
+        assert (summary.status, summary.lease_expires_at) == (Status.CANCELED, None)
+        assert summary.updated_at == canceled.updated_at
+        assert compozy_store.workflows.get_state("x") == canceled
+
+    # --- updated_at -----------------------------------------------------------------------
+
+    def test_updated_at_moves_forward_on_claim_release_request_cancel_and_abort(
+        self, compozy_store: Store
+    ) -> None:
+        wf = _pending(compozy_store, "x", 0)
+        task(compozy_store, wf, task_id="running", status=Status.RUNNING)
+
+        def stamps() -> tuple[datetime, datetime]:
+            state = compozy_store.workflows.get_state("x")
+            assert state.updated_at is not None
+            task_stamp = state.tasks["running"].updated_at
+            assert task_stamp is not None
+            assert _summary(compozy_store, "x").updated_at == state.updated_at
+            return state.updated_at, task_stamp
+
+        claims: list[Claim] = []
+        steps: list[tuple[str, Callable[[], object], bool]] = [
+            (
+                "claim",
+                lambda: claims.append(compozy_store.queue.claim_execution("x", "w1", lease=LEASE)),
+                False,
+            ),
+            ("release", lambda: compozy_store.queue.release(claims[-1]), True),
+            (
+                "claim",
+                lambda: claims.append(compozy_store.queue.claim("w1", limit=1, lease=LEASE)[0]),
+                False,
+            ),
+            ("request_cancel", lambda: compozy_store.queue.request_cancel("x"), False),
+            ("abort", lambda: compozy_store.queue.abort(claims[-1], Status.FAILED, {"m": 1}), True),
+        ]
+        previous = stamps()
+        for name, step, moves_task in steps:
+            time.sleep(0.002)
+            step()
+            current = stamps()
+            assert current[0] > previous[0], name
+            if moves_task:
+                assert current[1] > previous[1], name
+            else:
+                assert current[1] == previous[1], name
+            previous = current
+        assert _task_statuses(compozy_store, "x") == {"running": Status.FAILED}
 
 
 def _assert_claimed_exactly_once(

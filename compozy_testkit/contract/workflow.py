@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import time
 from typing import Any
 
 import pytest
@@ -349,6 +351,169 @@ class WorkflowRepositoryContract:
         assert done.status is Status.FAILED
         assert done.error is not None
         assert done.error["code"] == "OUTPUT_TRANSFORMATION_FAILED"
+
+    def test_complete_workflow_transformer_gets_a_deep_copy_so_its_changes_are_not_stored(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store, input={"deep": {"k": 1}})
+        task(compozy_store, wf, task_id="a", status=Status.SUCCESS, output={"nested": {"k": 1}})
+        seen: list[dict[str, Any]] = []
+
+        def meddle(state: WorkflowState) -> dict[str, Any]:
+            seen.append(copy.deepcopy(state.output or {}))
+            task_output = state.tasks["a"].output or {}
+            task_output["nested"]["k"] = 99
+            (state.input or {})["deep"]["k"] = 99
+            state.status = Status.CANCELED
+            state.error = {"message": "meddled"}
+            raise RuntimeError("after meddling")
+
+        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, meddle)
+        assert seen == [{"a": {"output": {"nested": {"k": 1}}}}]
+        assert done.status is Status.FAILED
+        assert done.output == {"a": {"output": {"nested": {"k": 1}}}}
+        assert done.error == {"message": "after meddling", "code": "OUTPUT_TRANSFORMATION_FAILED"}
+        assert done.input == {"deep": {"k": 1}}
+        assert done.tasks["a"].output == {"nested": {"k": 1}}
+        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == done
+
+    def test_complete_workflow_transformer_changing_its_argument_changes_only_the_output(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        task(compozy_store, wf, task_id="a", status=Status.SUCCESS, output={"x": 1})
+
+        def meddle(state: WorkflowState) -> dict[str, Any]:
+            state.status = Status.CANCELED
+            state.error = {"message": "meddled"}
+            return {"r": 1}
+
+        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, meddle)
+        assert (done.status, done.output, done.error) == (Status.SUCCESS, {"r": 1}, None)
+        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == done
+
+    @pytest.mark.parametrize("exception", [ValueError(), KeyError(), RuntimeError("")])
+    def test_complete_workflow_transformer_raising_without_a_message_stores_the_type_name(
+        self, compozy_store: Store, exception: Exception
+    ) -> None:
+        wf = workflow(compozy_store)
+        task(
+            compozy_store,
+            wf,
+            task_id="fan",
+            status=Status.SUCCESS,
+            execution_type=ExecutionType.PARALLEL,
+            output={"n": 2},
+        )
+
+        def broken(_state: WorkflowState) -> dict[str, Any]:
+            raise exception
+
+        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, broken)
+        assert done.status is Status.FAILED
+        assert done.error == {
+            "message": type(exception).__name__,
+            "code": "OUTPUT_TRANSFORMATION_FAILED",
+        }
+        assert done.output == {"fan": {"output": {"n": 2}, "execution_type": "parallel"}}
+        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == done
+
+    def test_complete_workflow_keeps_failed_when_the_transformer_succeeds(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        task(compozy_store, wf, task_id="bad", status=Status.FAILED)
+        seen: list[Status] = []
+
+        def transform(state: WorkflowState) -> dict[str, Any]:
+            seen.append(state.status)
+            return {"r": 1}
+
+        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, transform)
+        assert seen == [Status.FAILED]
+        assert (done.status, done.output, done.error) == (Status.FAILED, {"r": 1}, None)
+        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == done
+
+    def test_complete_workflow_sets_updated_at_forward_and_returns_the_stored_value(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        task(compozy_store, wf, task_id="a", status=Status.SUCCESS)
+        before = compozy_store.workflows.get_state(wf.workflow_exec_id)
+        time.sleep(0.002)
+        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
+        assert before.updated_at is not None
+        assert done.updated_at is not None
+        assert done.updated_at > before.updated_at
+        assert done.created_at == before.created_at
+        stored = compozy_store.workflows.get_state(wf.workflow_exec_id)
+        assert stored.updated_at == done.updated_at
+        assert stored == done
+
+    def test_complete_workflow_default_output_marks_a_parallel_child_with_both_keys(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store)
+        outer = task(
+            compozy_store,
+            wf,
+            task_id="outer",
+            status=Status.SUCCESS,
+            execution_type=ExecutionType.PARALLEL,
+            output=None,
+            created_at=at(1),
+        )
+        inner = task(
+            compozy_store,
+            wf,
+            task_id="inner",
+            status=Status.FAILED,
+            execution_type=ExecutionType.PARALLEL,
+            parent=outer,
+            output={"list": [1, "two"]},
+            created_at=at(2),
+        )
+        task(
+            compozy_store,
+            wf,
+            task_id="leaf",
+            status=Status.SUCCESS,
+            parent=inner,
+            output={"v": True},
+            created_at=at(3),
+        )
+        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
+        assert done.status is Status.SUCCESS
+        assert done.output == {
+            "outer": {"output": None, "execution_type": "parallel"},
+            "inner": {
+                "output": {"list": [1, "two"]},
+                "parent_state_id": outer.task_exec_id,
+                "execution_type": "parallel",
+            },
+            "leaf": {"output": {"v": True}, "parent_state_id": inner.task_exec_id},
+        }
+        assert compozy_store.workflows.get_state(wf.workflow_exec_id).output == done.output
+
+    def test_complete_workflow_not_ready_names_every_running_top_level_task_in_order(
+        self, compozy_store: Store
+    ) -> None:
+        wf = workflow(compozy_store, workflow_exec_id="not-ready")
+        for task_exec_id in ("run-b", "run-a"):
+            task(
+                compozy_store,
+                wf,
+                task_id=task_exec_id,
+                task_exec_id=task_exec_id,
+                status=Status.RUNNING,
+            )
+        task(compozy_store, wf, task_id="done", task_exec_id="run-0", status=Status.SUCCESS)
+        with pytest.raises(WorkflowNotReady) as not_ready:
+            compozy_store.workflows.complete_workflow("not-ready")
+        message = str(not_ready.value)
+        assert "not-ready" in message
+        assert "run-a, run-b" in message
+        assert "run-0" not in message
 
     # --- merge_usage ----------------------------------------------------------------------
 
