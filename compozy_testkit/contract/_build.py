@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from compozy.core import Component, ExecutionType, Status
 from compozy.store import Store
 from compozy.task import TaskState
 from compozy.usage import UsageEntry, UsageSummary
 from compozy.workflow import WorkflowState
+
+R = TypeVar("R")
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -71,3 +76,19 @@ def usage(
             )
         ]
     )
+
+
+def together(count: int, action: Callable[[int], R]) -> list[R | Exception]:
+    """Run ``action(i)`` on ``count`` threads released at the same moment; return each value,
+    or the exception that ended it, in order (so a test asserts on the real errors)."""
+    barrier = threading.Barrier(count)
+
+    def run(i: int) -> R | Exception:
+        barrier.wait()
+        try:
+            return action(i)
+        except Exception as exc:  # noqa: BLE001 - returned so the test can assert on it
+            return exc
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(run, range(count)))

@@ -7,9 +7,7 @@ Store and in processes with a Store each on the same database: no error, no lost
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -22,7 +20,7 @@ from compozy.errors import AlreadyBootstrapped, WorkflowNotReady
 from compozy.store import Store, TransactionScope
 from compozy.task import TaskFilter, TaskState
 from compozy.usage import UsageSummary
-from compozy_testkit.contract._build import task, usage, workflow
+from compozy_testkit.contract._build import task, together, usage, workflow
 from compozy_testkit.contract._processes import PROCESSES, ProcessPool
 from compozy_testkit.databases import TestDatabase
 
@@ -34,21 +32,6 @@ PROCESS_ROUNDS = 25
 """Transactions per process in the mixed workloads (PROCESSES processes, a Store each)."""
 T = TypeVar("T")
 W = TypeVar("W")
-
-
-def _together(count: int, action: Callable[[int], T]) -> list[T | BaseException]:
-    """Run ``action(i)`` on ``count`` threads released at the same moment; collect outcomes."""
-    barrier = threading.Barrier(count)
-
-    def run(i: int) -> T | BaseException:
-        barrier.wait()
-        try:
-            return action(i)
-        except Exception as exc:  # noqa: BLE001 - returned so the test can assert on it
-            return exc
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 # The mixed workloads: several statements in one transaction, run through
@@ -141,7 +124,7 @@ def _count_under_lock_merging_usage(store: Store, _worker: int, job: _Job) -> li
 
 def _on_threads(store: Store, target: Callable[[Store, int, _Job], W], job: _Job) -> list[W]:
     """``target`` on THREADS threads sharing ``store``; fails with every error raised."""
-    outcomes = _together(THREADS, lambda i: target(store, i, job))
+    outcomes = together(THREADS, lambda i: target(store, i, job))
     errors = [f"thread {i}: {o!r}" for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
     assert errors == [], "\n".join(errors)
     return [o for o in outcomes if not isinstance(o, BaseException)]
@@ -243,7 +226,7 @@ class ConcurrencyContract:
                     wf.workflow_exec_id, usage(prompt=1, completion=2)
                 )
 
-        outcomes = _together(THREADS, merge)
+        outcomes = together(THREADS, merge)
         assert [o for o in outcomes if o is not None] == []
         stored = compozy_store.workflows.get_state(wf.workflow_exec_id).usage
         assert stored == usage(prompt=THREADS * ROUNDS, completion=2 * THREADS * ROUNDS)
@@ -256,7 +239,7 @@ class ConcurrencyContract:
             for _ in range(ROUNDS):
                 compozy_store.tasks.merge_usage(target.task_exec_id, usage(model=f"m{i % 2}"))
 
-        outcomes = _together(THREADS, merge)
+        outcomes = together(THREADS, merge)
         assert [o for o in outcomes if o is not None] == []
         summary = compozy_store.tasks.get_usage_summary(target.task_exec_id)
         assert summary is not None
@@ -286,7 +269,7 @@ class ConcurrencyContract:
                 stored.append(compozy_store.tasks.upsert_state(state))
             return stored
 
-        outcomes = _together(THREADS, upsert)
+        outcomes = together(THREADS, upsert)
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         assert errors == []
         tasks = compozy_store.tasks.list_tasks_in_workflow(wf.workflow_exec_id)
@@ -298,7 +281,7 @@ class ConcurrencyContract:
     ) -> None:
         wf = workflow(compozy_store)
         task(compozy_store, wf, task_id="only", status=Status.SUCCESS, output={"v": 1})
-        outcomes = _together(
+        outcomes = together(
             THREADS, lambda _i: compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
         )
         assert all(not isinstance(o, BaseException) for o in outcomes)
@@ -309,7 +292,7 @@ class ConcurrencyContract:
     def test_concurrent_initial_admin_creation_makes_exactly_one_admin(
         self, compozy_store: Store
     ) -> None:
-        outcomes = _together(
+        outcomes = together(
             THREADS,
             lambda i: compozy_store.auth.create_initial_admin_if_none(User(email=f"a{i}@x.io")),
         )

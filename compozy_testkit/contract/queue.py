@@ -16,7 +16,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,7 +33,7 @@ from compozy.errors import (
 from compozy.store import Store, TransactionScope
 from compozy.task import TaskState
 from compozy.workflow import Claim, Renewal, WorkflowFilter, WorkflowState, WorkflowSummary
-from compozy_testkit.contract._build import at, task, workflow
+from compozy_testkit.contract._build import at, task, together, workflow
 from compozy_testkit.databases import TestDatabase
 
 if TYPE_CHECKING:
@@ -83,21 +82,6 @@ def _outlive(*claims: Claim) -> None:
 
 def _task_statuses(store: Store, exec_id: str) -> dict[str, Status]:
     return {k: t.status for k, t in store.workflows.get_state(exec_id).tasks.items()}
-
-
-def _together(count: int, action: Callable[[int], T]) -> list[T | Exception]:
-    """Run ``action(i)`` on ``count`` threads released at once; return values or errors."""
-    barrier = threading.Barrier(count)
-
-    def run(i: int) -> T | Exception:
-        barrier.wait()
-        try:
-            return action(i)
-        except Exception as exc:  # noqa: BLE001 - returned so the test can assert on it
-            return exc
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 def _claim_until_empty(store: Store, worker_id: str) -> list[tuple[str, int]]:
@@ -265,7 +249,7 @@ class ExecutionQueueContract:
         self, compozy_store: Store
     ) -> None:
         pool = [_pending(compozy_store, f"e{n:03d}", n).workflow_exec_id for n in range(POOL)]
-        outcomes = _together(THREADS, lambda i: _claim_until_empty(compozy_store, f"t{i}"))
+        outcomes = together(THREADS, lambda i: _claim_until_empty(compozy_store, f"t{i}"))
         errors = [repr(o) for o in outcomes if isinstance(o, Exception)]
         assert errors == [], errors
         taken = [
@@ -281,7 +265,7 @@ class ExecutionQueueContract:
         self, compozy_store: Store
     ) -> None:
         _pending(compozy_store, "contested", 0)
-        outcomes = _together(
+        outcomes = together(
             THREADS,
             lambda i: compozy_store.queue.claim_execution("contested", f"t{i}", lease=LEASE),
         )
