@@ -347,26 +347,27 @@ class PagingContract:
             for n in range(20)
         ]
         newer: list[str] = []
-        seen: list[str] = []
-        cursor: str | None = None
-        for round_ in range(100):
+        rounds = iter(range(100))
+
+        def read_then_write(cursor: str | None) -> Page[WorkflowSummary]:
             page = compozy_store.workflows.list_page(limit=3, cursor=cursor)
-            seen.extend(s.workflow_exec_id for s in page.items)
             if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
-            last = page.items[-1]
+                return page
+            round_ = next(rounds)
             # Newer rows: a later created_at, and the same created_at as the page's last row
             # with a larger id ('f' > 'e'), which sorts before it. Neither may show up.
             for exec_id, created in (
                 (f"n{round_:02d}", at(1000 + round_)),
-                (f"f{round_:02d}", last.created_at),
+                (f"f{round_:02d}", page.items[-1].created_at),
             ):
                 workflow(compozy_store, workflow_exec_id=exec_id, created_at=created)
                 newer.append(exec_id)
             # Updating rows (read or not yet read) moves nothing: paging is by created_at.
             for updated in (earlier[round_], earlier[-1 - round_]):
                 compozy_store.workflows.update_status(updated.workflow_exec_id, Status.SUCCESS)
+            return page
+
+        seen = [s.workflow_exec_id for s in _flat(_read_all(read_then_write))]
         assert Counter(seen) == Counter(s.workflow_exec_id for s in earlier)
         assert seen == [s.workflow_exec_id for s in reversed(earlier)]
         assert set(newer).isdisjoint(seen)
@@ -390,15 +391,16 @@ class PagingContract:
         self, compozy_store: Store
     ) -> None:
         earlier = [_user(compozy_store, f"u{n:02d}", n) for n in range(7)]
-        seen: list[str] = []
-        cursor: str | None = None
-        for round_ in range(100):
+        rounds = iter(range(100))
+
+        def read_then_add(cursor: str | None) -> Page[User]:
             page = compozy_store.auth.list_users_page(limit=2, cursor=cursor)
-            seen.extend(u.id for u in page.items)
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
-            _user(compozy_store, f"v{round_:02d}", 1000 + round_)
+            if page.next_cursor is not None:
+                round_ = next(rounds)
+                _user(compozy_store, f"v{round_:02d}", 1000 + round_)
+            return page
+
+        seen = [u.id for u in _flat(_read_all(read_then_add))]
         assert seen == [u.id for u in reversed(earlier)]
 
     def test_api_key_pages_give_each_key_of_that_user_exactly_once_newest_first(
