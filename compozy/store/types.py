@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -22,17 +23,26 @@ from sqlalchemy.types import TypeEngine
 
 from compozy.core.values import check_timestamp, format_timestamp, parse_timestamp
 
+T = TypeVar("T")
 
-class UTCDateTime(sa.TypeDecorator[datetime]):
+
+class _PerDialect(sa.TypeDecorator[T]):
+    """A type that each database stores as ``stored_as`` says (by SQLAlchemy dialect name:
+    ``sqlite``, ``postgresql``), and any other as ``impl``. A subclass sets ``cache_ok = True``
+    itself: SQLAlchemy looks for it on each class, not on its bases."""
+
+    stored_as: ClassVar[Mapping[str, TypeEngine[Any]]] = {}
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return self.stored_as.get(dialect.name, self.impl_instance)
+
+
+class UTCDateTime(_PerDialect[datetime]):
     """An aware UTC datetime; naive values are refused before they reach a driver."""
 
     impl = sa.DateTime(timezone=True)
+    stored_as = {"sqlite": sa.Text()}
     cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "sqlite":
-            return sa.Text()
-        return sa.DateTime(timezone=True)
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
@@ -83,16 +93,12 @@ def _encode(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
-class JSONValue(sa.TypeDecorator[Any]):
+class JSONValue(_PerDialect[Any]):
     """A JSON document; Python None is SQL NULL."""
 
     impl = sa.JSON(none_as_null=True)
+    stored_as = {"sqlite": sa.Text(), "postgresql": postgresql.JSONB(none_as_null=True)}
     cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "sqlite":
-            return sa.Text()
-        return postgresql.JSONB(none_as_null=True)
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None or dialect.name != "sqlite":
@@ -105,13 +111,9 @@ class JSONValue(sa.TypeDecorator[Any]):
         return json.loads(value)
 
 
-class Identifier(sa.TypeDecorator[str]):
+class Identifier(_PerDialect[str]):
     """An id: text ordered by code point on both databases."""
 
     impl = sa.Text()
+    stored_as = {"postgresql": sa.Text(collation="C")}
     cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "postgresql":
-            return sa.Text(collation="C")
-        return sa.Text()
