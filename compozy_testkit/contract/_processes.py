@@ -7,7 +7,9 @@ picklable (ids and counts; the ``DatabaseConfig`` travels the same way).
 
 Starting a spawned process costs far more than a workload (a new interpreter imports compozy,
 SQLAlchemy and the driver: seconds on a busy two-core machine), so a ``ProcessPool`` keeps its
-processes for the runs of one test class and starts new ones only after a run that went wrong.
+processes between runs (the concurrency contract shares one across its test class; the queue
+contract's multi-process claim test uses one for its single run) and starts new ones only after
+a run that went wrong.
 For each run every process opens its own Store, checks that it reaches the database, waits at
 a barrier so that all of them start the workload together, closes its Store again (so nothing
 holds the database between runs) and sends back the target's return value or the error that
@@ -30,6 +32,7 @@ from multiprocessing.synchronize import Barrier
 from typing import Any, Generic, TypeVar
 
 from compozy.config import DatabaseConfig
+from compozy.core.closing import ClosedOnExit
 from compozy.store import Store, open_store
 
 PROCESSES = 4
@@ -96,8 +99,9 @@ def _serve(conn: Connection, barrier: Barrier, index: int) -> None:
             conn.send((False, _describe(index, exc)))
 
 
-class ProcessPool:
-    """``count`` spawned processes, started on first use and kept between runs."""
+class ProcessPool(ClosedOnExit):
+    """``count`` spawned processes, started on first use and kept between runs (until
+    ``close()``, or the end of a ``with`` block)."""
 
     def __init__(self, count: int = PROCESSES) -> None:
         self.count = count

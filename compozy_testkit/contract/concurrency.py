@@ -213,9 +213,8 @@ class ConcurrencyContract:
     @classmethod
     def compozy_contract_processes(cls) -> Iterator[ProcessPool]:
         """PROCESSES spawned processes shared by the class's tests (spawning costs seconds)."""
-        pool = ProcessPool(PROCESSES)
-        yield pool
-        pool.close()
+        with ProcessPool(PROCESSES) as pool:
+            yield pool
 
     def test_concurrent_workflow_merge_usage_loses_no_update(self, compozy_store: Store) -> None:
         wf = workflow(compozy_store)

@@ -10,14 +10,12 @@ database (``compozy_database.config``), so it needs a database other processes c
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
-import queue as queue_module
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -34,13 +32,8 @@ from compozy.store import Store, TransactionScope
 from compozy.task import TaskState
 from compozy.workflow import Claim, Renewal, WorkflowFilter, WorkflowState, WorkflowSummary
 from compozy_testkit.contract._build import at, task, together, workflow
+from compozy_testkit.contract._processes import ProcessPool
 from compozy_testkit.databases import TestDatabase
-
-if TYPE_CHECKING:
-    from multiprocessing.queues import Queue
-    from multiprocessing.synchronize import Barrier
-
-    from compozy.config import DatabaseConfig
 
 LEASE = 30.0
 """Seconds: a lease no test outlives unless it waits for it on purpose."""
@@ -52,7 +45,6 @@ POOL = 48
 """PENDING executions the concurrent claimers share."""
 BATCH = 3
 """Executions each claim call of the concurrent claimers asks for."""
-PROCESS_TIMEOUT = 120.0
 T = TypeVar("T")
 
 
@@ -92,28 +84,10 @@ def _claim_until_empty(store: Store, worker_id: str) -> list[tuple[str, int]]:
     return taken
 
 
-def _claim_in_process(
-    config: DatabaseConfig,
-    worker_id: str,
-    barrier: Barrier,
-    results: Queue[tuple[str, list[tuple[str, int]], str | None]],
-) -> None:
-    """A spawned worker: its own Store, released with the others, claims until none is left."""
-    from compozy.store import open_store
-
-    try:
-        store = open_store(config)
-        try:
-            health = store.health()  # connect now, so the barrier releases warm workers
-            if not health.ok:
-                raise RuntimeError(f"cannot use {health.location}: {health.detail}")
-            barrier.wait(timeout=PROCESS_TIMEOUT)
-            results.put((worker_id, _claim_until_empty(store, worker_id), None))
-        finally:
-            store.close()
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which asserts on it
-        barrier.abort()  # the others must not wait for a worker that will never arrive
-        results.put((worker_id, [], f"{worker_id}: {type(exc).__name__}: {exc}"))
+def _claim_in_process(store: Store, index: int, prefix: str) -> tuple[str, list[tuple[str, int]]]:
+    """A ``ProcessPool`` job: as worker ``{prefix}{index}``, claim until none is left."""
+    worker_id = f"{prefix}{index}"
+    return worker_id, _claim_until_empty(store, worker_id)
 
 
 class ExecutionQueueContract:
@@ -284,35 +258,12 @@ class ExecutionQueueContract:
         store = compozy_database.store()
         assert compozy_database.config is not None
         pool = [_pending(store, f"e{n:03d}", n).workflow_exec_id for n in range(POOL)]
-        ctx = multiprocessing.get_context("spawn")
-        barrier = ctx.Barrier(PROCESSES)
-        results: Queue[tuple[str, list[tuple[str, int]], str | None]] = ctx.Queue()
-        processes = [
-            ctx.Process(
-                target=_claim_in_process,
-                args=(compozy_database.config, f"p{i}", barrier, results),
-                daemon=True,
-            )
-            for i in range(PROCESSES)
+        with ProcessPool(PROCESSES) as processes:
+            outcomes = processes.run(compozy_database.config, _claim_in_process, "p")
+        assert outcomes.errors == [], outcomes.errors
+        taken = [
+            (exec_id, worker, count) for worker, got in outcomes.values for exec_id, count in got
         ]
-        outcomes = []
-        try:
-            for process in processes:
-                process.start()
-            for _ in processes:
-                try:
-                    outcomes.append(results.get(timeout=PROCESS_TIMEOUT))
-                except queue_module.Empty:
-                    pytest.fail(f"a worker process reported nothing within {PROCESS_TIMEOUT}s")
-        finally:
-            for process in processes:
-                process.join(timeout=10)
-                if process.is_alive():
-                    process.kill()
-                    process.join()
-        errors = [error for _, _, error in outcomes if error is not None]
-        assert errors == [], errors
-        taken = [(exec_id, worker, count) for worker, got, _ in outcomes for exec_id, count in got]
         _assert_claimed_exactly_once(store, pool, taken)
 
     # --- lease expiry and takeover --------------------------------------------------------
