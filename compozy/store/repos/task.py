@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
 
 from compozy.core import Status
 from compozy.core.values import check_enum, check_id
@@ -35,6 +37,7 @@ _UPDATABLE = tuple(
 
 
 _BY_ID = sa.select(task_states).where(_T.task_exec_id == sa.bindparam("task_exec_id"))
+_USAGE_BY_ID = sa.select(_T.usage).where(_T.task_exec_id == sa.bindparam("task_exec_id"))
 _CHILDREN = (
     sa.select(task_states).where(_T.parent_state_id == sa.bindparam("parent")).order_by(*TASK_ORDER)
 )
@@ -104,30 +107,28 @@ class SqlTaskRepository(Repository):
             "which does not exist: store the parent first"
         )
 
-    def get_state(self, task_exec_id: str) -> TaskState:
+    def _row_by_id(
+        self, unit: AbstractContextManager[Connection], stmt: sa.Select[Any], task_exec_id: str
+    ) -> Row[Any]:
+        """The row that ``stmt`` selects for ``task_exec_id``, read in ``unit``; ``TaskNotFound``
+        when there is none."""
         task_exec_id = check_id(task_exec_id, "task_exec_id")
-        with self._read() as conn:
-            row = conn.execute(_BY_ID, {"task_exec_id": task_exec_id}).first()
-        if row is None:
-            raise _not_found(task_exec_id)
-        return task_from_row(row)
-
-    def get_state_for_update(self, task_exec_id: str) -> TaskState:
-        task_exec_id = check_id(task_exec_id, "task_exec_id")
-        stmt = self._db.statement("task_for_update", lambda d: d.for_update(_BY_ID))
-        with self._write(need_transaction="get_state_for_update") as conn:
+        with unit as conn:
             row = conn.execute(stmt, {"task_exec_id": task_exec_id}).first()
         if row is None:
             raise _not_found(task_exec_id)
-        return task_from_row(row)
+        return row
+
+    def get_state(self, task_exec_id: str) -> TaskState:
+        return task_from_row(self._row_by_id(self._read(), _BY_ID, task_exec_id))
+
+    def get_state_for_update(self, task_exec_id: str) -> TaskState:
+        stmt = self._db.statement("task_for_update", lambda d: d.for_update(_BY_ID))
+        unit = self._write(need_transaction="get_state_for_update")
+        return task_from_row(self._row_by_id(unit, stmt, task_exec_id))
 
     def get_usage_summary(self, task_exec_id: str) -> UsageSummary | None:
-        task_exec_id = check_id(task_exec_id, "task_exec_id")
-        with self._read() as conn:
-            row = conn.execute(sa.select(_T.usage).where(_T.task_exec_id == task_exec_id)).first()
-        if row is None:
-            raise _not_found(task_exec_id)
-        return usage_from(row.usage)
+        return usage_from(self._row_by_id(self._read(), _USAGE_BY_ID, task_exec_id).usage)
 
     def list_tasks_in_workflow(self, workflow_exec_id: str) -> dict[str, TaskState]:
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")

@@ -81,6 +81,16 @@ class SqlWorkflowRepository(Repository):
         tasks = tasks_of_executions(self._db, conn, [r.workflow_exec_id for r in rows])
         return [_from_row(r, tasks[r.workflow_exec_id]) for r in rows]
 
+    def _load_by_id(
+        self, conn: Connection, stmt: sa.Executable, workflow_exec_id: str, **params: Any
+    ) -> WorkflowState:
+        """The execution that ``stmt`` returns for ``workflow_exec_id`` (bound as ``exec_id``,
+        next to ``params``), with its tasks; ``WorkflowNotFound`` when it returns none."""
+        row = conn.execute(stmt, {"exec_id": workflow_exec_id, **params}).first()
+        if row is None:
+            raise _not_found(workflow_exec_id)
+        return self._load(conn, [row])[0]
+
     def _one(self, stmt: sa.Select[Any], missing: str) -> WorkflowState:
         with self._read() as conn:
             row = conn.execute(stmt.limit(1)).first()
@@ -117,20 +127,14 @@ class SqlWorkflowRepository(Repository):
     def update_status(self, workflow_exec_id: str, status: Status) -> WorkflowState:
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
         status = check_enum(Status, status, "status")
-        params = {"exec_id": workflow_exec_id, "new_status": status.value, "now": utc_now()}
+        params = {"new_status": status.value, "now": utc_now()}
         with self._write() as conn:
-            row = conn.execute(_UPDATE_STATUS, params).first()
-            if row is None:
-                raise _not_found(workflow_exec_id)
-            return self._load(conn, [row])[0]
+            return self._load_by_id(conn, _UPDATE_STATUS, workflow_exec_id, **params)
 
     def get_state(self, workflow_exec_id: str) -> WorkflowState:
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
         with self._read() as conn:
-            row = conn.execute(_BY_ID, {"exec_id": workflow_exec_id}).first()
-            if row is None:
-                raise _not_found(workflow_exec_id)
-            return self._load(conn, [row])[0]
+            return self._load_by_id(conn, _BY_ID, workflow_exec_id)
 
     def get_state_by_id(self, workflow_id: str) -> WorkflowState:
         workflow_id = check_id(workflow_id, "workflow_id")
@@ -174,10 +178,7 @@ class SqlWorkflowRepository(Repository):
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
         locked = self._db.statement("workflow_for_update", lambda d: d.for_update(_BY_ID))
         with self._write() as conn:
-            row = conn.execute(locked, {"exec_id": workflow_exec_id}).first()
-            if row is None:
-                raise _not_found(workflow_exec_id)
-            state = self._load(conn, [row])[0]
+            state = self._load_by_id(conn, locked, workflow_exec_id)
             if state.status.is_terminal:
                 return state
             top_level = [
