@@ -10,36 +10,42 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.types import TypeEngine
 
 from compozy.store.types import Identifier, JSONValue, UTCDateTime
 
 metadata = sa.MetaData()
 
 
+def _not_null(type_: type[TypeEngine[Any]], *names: str) -> list[sa.Column[Any]]:
+    """A NOT NULL column of ``type_`` for each of ``names``, in that order."""
+    return [sa.Column(name, type_(), nullable=False) for name in names]
+
+
+def _nullable(type_: type[TypeEngine[Any]], *names: str) -> list[sa.Column[Any]]:
+    """A column of ``type_`` that may be NULL for each of ``names``, in that order."""
+    return [sa.Column(name, type_(), nullable=True) for name in names]
+
+
 def _execution_columns() -> list[sa.Column[Any]]:
     """What a workflow's and a task's state both carry: the JSON payload and the timestamps."""
     return [
-        sa.Column("usage", JSONValue(), nullable=True),
-        sa.Column("input", JSONValue(), nullable=True),
-        sa.Column("output", JSONValue(), nullable=True),
-        sa.Column("error", JSONValue(), nullable=True),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        *_nullable(JSONValue, "usage", "input", "output", "error"),
+        *_not_null(UTCDateTime, "created_at", "updated_at"),
     ]
 
 
 workflow_states = sa.Table(
     "workflow_states",
     metadata,
-    sa.Column("workflow_exec_id", Identifier(), nullable=False),
-    sa.Column("workflow_id", Identifier(), nullable=False),
-    sa.Column("status", sa.Text(), nullable=False),
+    *_not_null(Identifier, "workflow_exec_id", "workflow_id"),
+    *_not_null(sa.Text, "status"),
     *_execution_columns(),
     # Who runs the execution and until when; claim_count fences each write of a worker.
-    sa.Column("worker_id", Identifier(), nullable=True),
-    sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
+    *_nullable(Identifier, "worker_id"),
+    *_nullable(UTCDateTime, "lease_expires_at"),
     sa.Column("claim_count", sa.Integer(), nullable=False, server_default=sa.text("0")),
-    sa.Column("cancel_requested_at", UTCDateTime(), nullable=True),
+    *_nullable(UTCDateTime, "cancel_requested_at"),
     sa.PrimaryKeyConstraint("workflow_exec_id", name="pk_workflow_states"),
     sa.Index("ix_workflow_states_workflow_id_created_at", "workflow_id", "created_at"),
     sa.Index("ix_workflow_states_status", "status"),
@@ -51,17 +57,10 @@ workflow_states = sa.Table(
 task_states = sa.Table(
     "task_states",
     metadata,
-    sa.Column("task_exec_id", Identifier(), nullable=False),
-    sa.Column("task_id", Identifier(), nullable=False),
-    sa.Column("workflow_id", Identifier(), nullable=False),
-    sa.Column("workflow_exec_id", Identifier(), nullable=False),
-    sa.Column("parent_state_id", Identifier(), nullable=True),
-    sa.Column("component", sa.Text(), nullable=False),
-    sa.Column("status", sa.Text(), nullable=False),
-    sa.Column("execution_type", sa.Text(), nullable=False),
-    sa.Column("agent_id", Identifier(), nullable=True),
-    sa.Column("action_id", Identifier(), nullable=True),
-    sa.Column("tool_id", Identifier(), nullable=True),
+    *_not_null(Identifier, "task_exec_id", "task_id", "workflow_id", "workflow_exec_id"),
+    *_nullable(Identifier, "parent_state_id"),
+    *_not_null(sa.Text, "component", "status", "execution_type"),
+    *_nullable(Identifier, "agent_id", "action_id", "tool_id"),
     *_execution_columns(),
     sa.PrimaryKeyConstraint("task_exec_id", name="pk_task_states"),
     sa.ForeignKeyConstraint(
@@ -87,11 +86,9 @@ task_states = sa.Table(
 users = sa.Table(
     "users",
     metadata,
-    sa.Column("id", Identifier(), nullable=False),
-    sa.Column("email", sa.Text(), nullable=False),
-    sa.Column("email_key", sa.Text(), nullable=False),
-    sa.Column("role", sa.Text(), nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
+    *_not_null(Identifier, "id"),
+    *_not_null(sa.Text, "email", "email_key", "role"),
+    *_not_null(UTCDateTime, "created_at"),
     sa.PrimaryKeyConstraint("id", name="pk_users"),
     sa.UniqueConstraint("email_key", name="uq_users_email_key"),
     sa.Index("ix_users_role", "role"),
@@ -101,13 +98,11 @@ users = sa.Table(
 api_keys = sa.Table(
     "api_keys",
     metadata,
-    sa.Column("id", Identifier(), nullable=False),
-    sa.Column("user_id", Identifier(), nullable=False),
-    sa.Column("prefix", sa.Text(), nullable=False),
-    sa.Column("hash", sa.LargeBinary(), nullable=False),
-    sa.Column("fingerprint", sa.LargeBinary(), nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("last_used", UTCDateTime(), nullable=True),
+    *_not_null(Identifier, "id", "user_id"),
+    *_not_null(sa.Text, "prefix"),
+    *_not_null(sa.LargeBinary, "hash", "fingerprint"),
+    *_not_null(UTCDateTime, "created_at"),
+    *_nullable(UTCDateTime, "last_used"),
     sa.PrimaryKeyConstraint("id", name="pk_api_keys"),
     sa.ForeignKeyConstraint(
         ["user_id"], ["users.id"], name="fk_api_keys_user_id", ondelete="CASCADE"
