@@ -36,9 +36,9 @@ def workflow(
 def task(
     store: Store,
     wf: WorkflowState,
-    *,
     task_id: str = "t",
     status: Status = Status.RUNNING,
+    *,
     parent: TaskState | None = None,
     **fields: Any,
 ) -> TaskState:
@@ -55,6 +55,32 @@ def task(
             **fields,
         )
     )
+
+
+def parallel(
+    store: Store,
+    wf: WorkflowState,
+    task_id: str = "t",
+    status: Status = Status.RUNNING,
+    **fields: Any,
+) -> TaskState:
+    """Store and return a PARALLEL task of ``wf`` (the workflow's default output marks it)."""
+    return task(store, wf, task_id, status, execution_type=ExecutionType.PARALLEL, **fields)
+
+
+def chain(
+    store: Store,
+    wf: WorkflowState,
+    *links: tuple[str, Status, ExecutionType, dict[str, Any] | None],
+) -> list[TaskState]:
+    """Store a line of tasks of ``wf``, each a child of the one before it (the first is a
+    top-level task), created at(1), at(2), ...: one ``(task_id, status, execution_type, output)``
+    a task. Returns them in that order."""
+    made: list[TaskState] = []
+    for n, (task_id, status, execution_type, output) in enumerate(links, start=1):
+        fields = {"execution_type": execution_type, "output": output, "created_at": at(n)}
+        made.append(task(store, wf, task_id, status, parent=made[-1] if made else None, **fields))
+    return made
 
 
 def usage(

@@ -11,8 +11,17 @@ import pytest
 from compozy.core import ExecutionType, Status
 from compozy.errors import ValidationError, WorkflowNotFound, WorkflowNotReady
 from compozy.store import Store
-from compozy.workflow import WorkflowFilter, WorkflowState
-from compozy_testkit.contract._build import at, task, usage, workflow
+from compozy.workflow import OutputTransformer, WorkflowFilter, WorkflowState
+from compozy_testkit.contract._build import at, chain, parallel, task, usage, workflow
+
+
+def _completed(
+    store: Store, wf: WorkflowState, transformer: OutputTransformer | None = None
+) -> WorkflowState:
+    """``complete_workflow`` of ``wf``, checking that what it returns is what it stored."""
+    done = store.workflows.complete_workflow(wf.workflow_exec_id, transformer)
+    assert store.workflows.get_state(wf.workflow_exec_id) == done
+    return done
 
 
 class WorkflowRepositoryContract:
@@ -123,17 +132,26 @@ class WorkflowRepositoryContract:
 
     # --- update_status / get_state --------------------------------------------------------
 
+    @pytest.mark.parametrize(
+        ("method", "exec_id", "args"),
+        [
+            pytest.param("update_status", "missing-exec", (Status.RUNNING,), id="update_status"),
+            pytest.param("get_state", "nope", (), id="get_state"),
+            pytest.param("complete_workflow", "ghost", (), id="complete_workflow"),
+            pytest.param("merge_usage", "gone", (usage(),), id="merge_usage"),
+        ],
+    )
+    def test_a_missing_execution_raises_workflow_not_found(
+        self, compozy_store: Store, method: str, exec_id: str, args: tuple[Any, ...]
+    ) -> None:
+        with pytest.raises(WorkflowNotFound, match=exec_id):
+            getattr(compozy_store.workflows, method)(exec_id, *args)
+
     def test_update_status_changes_only_the_status(self, compozy_store: Store) -> None:
         stored = workflow(compozy_store, input={"k": 1})
         updated = compozy_store.workflows.update_status(stored.workflow_exec_id, Status.PAUSED)
         assert updated.status is Status.PAUSED
         assert (updated.input, updated.created_at) == (stored.input, stored.created_at)
-
-    def test_update_status_of_a_missing_execution_raises_workflow_not_found(
-        self, compozy_store: Store
-    ) -> None:
-        with pytest.raises(WorkflowNotFound, match="missing-exec"):
-            compozy_store.workflows.update_status("missing-exec", Status.RUNNING)
 
     def test_get_state_returns_all_tasks_keyed_by_task_id_latest_wins(
         self, compozy_store: Store
@@ -146,12 +164,6 @@ class WorkflowRepositoryContract:
         task(compozy_store, wf, task_id="b", task_exec_id="b-a", created_at=at(3))
         state = compozy_store.workflows.get_state(wf.workflow_exec_id)
         assert {k: t.task_exec_id for k, t in state.tasks.items()} == {"a": "a-new", "b": "b-a"}
-
-    def test_get_state_of_a_missing_execution_raises_workflow_not_found(
-        self, compozy_store: Store
-    ) -> None:
-        with pytest.raises(WorkflowNotFound, match="nope"):
-            compozy_store.workflows.get_state("nope")
 
     def test_get_state_by_id_returns_the_most_recently_created_execution(
         self, compozy_store: Store
@@ -190,21 +202,14 @@ class WorkflowRepositoryContract:
 
     # --- complete_workflow ----------------------------------------------------------------
 
-    def test_complete_workflow_of_a_missing_execution_raises_workflow_not_found(
-        self, compozy_store: Store
-    ) -> None:
-        with pytest.raises(WorkflowNotFound, match="ghost"):
-            compozy_store.workflows.complete_workflow("ghost")
-
     def test_complete_workflow_succeeds_when_every_top_level_task_finished_well(
         self, compozy_store: Store
     ) -> None:
         wf = workflow(compozy_store)
         task(compozy_store, wf, task_id="a", status=Status.SUCCESS, output={"x": 1})
-        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
+        done = _completed(compozy_store, wf)
         assert done.status is Status.SUCCESS
         assert done.output == {"a": {"output": {"x": 1}}}
-        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == done
 
     @pytest.mark.parametrize("failed", [Status.FAILED, Status.TIMED_OUT, Status.CANCELED])
     def test_complete_workflow_fails_when_a_top_level_task_is_in_the_failed_set(
@@ -217,18 +222,19 @@ class WorkflowRepositoryContract:
             Status.FAILED
         )
 
-    def test_complete_workflow_ignores_failed_children_when_their_parent_succeeded(
-        self, compozy_store: Store
+    @pytest.mark.parametrize(
+        ("parent_type", "child_status"),
+        [(ExecutionType.PARALLEL, Status.FAILED), (ExecutionType.BASIC, Status.RUNNING)],
+        ids=["failed-child", "running-child"],
+    )
+    def test_complete_workflow_looks_only_at_top_level_tasks_not_their_children(
+        self, compozy_store: Store, parent_type: ExecutionType, child_status: Status
     ) -> None:
+        # A failed child of a successful parent does not fail the workflow, and a running
+        # child does not keep it from completing.
         wf = workflow(compozy_store)
-        parent = task(
-            compozy_store,
-            wf,
-            task_id="p",
-            status=Status.SUCCESS,
-            execution_type=ExecutionType.PARALLEL,
-        )
-        task(compozy_store, wf, task_id="c", status=Status.FAILED, parent=parent)
+        parent = task(compozy_store, wf, "p", Status.SUCCESS, execution_type=parent_type)
+        task(compozy_store, wf, "c", child_status, parent=parent)
         assert compozy_store.workflows.complete_workflow(wf.workflow_exec_id).status is (
             Status.SUCCESS
         )
@@ -246,16 +252,6 @@ class WorkflowRepositoryContract:
             compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
         assert compozy_store.workflows.get_state(wf.workflow_exec_id) == before
 
-    def test_complete_workflow_with_only_a_running_child_task_completes(
-        self, compozy_store: Store
-    ) -> None:
-        wf = workflow(compozy_store)
-        parent = task(compozy_store, wf, task_id="p", status=Status.SUCCESS)
-        task(compozy_store, wf, task_id="c", status=Status.RUNNING, parent=parent)
-        assert compozy_store.workflows.complete_workflow(wf.workflow_exec_id).status is (
-            Status.SUCCESS
-        )
-
     def test_complete_workflow_on_a_terminal_execution_returns_it_unchanged(
         self, compozy_store: Store
     ) -> None:
@@ -270,28 +266,16 @@ class WorkflowRepositoryContract:
         self, compozy_store: Store
     ) -> None:
         wf = workflow(compozy_store)
-        parallel = task(
+        fan, _leaf = chain(
             compozy_store,
             wf,
-            task_id="fan",
-            status=Status.SUCCESS,
-            execution_type=ExecutionType.PARALLEL,
-            output={"n": 2},
-            created_at=at(1),
-        )
-        task(
-            compozy_store,
-            wf,
-            task_id="leaf",
-            status=Status.SUCCESS,
-            parent=parallel,
-            output=None,
-            created_at=at(2),
+            ("fan", Status.SUCCESS, ExecutionType.PARALLEL, {"n": 2}),
+            ("leaf", Status.SUCCESS, ExecutionType.BASIC, None),
         )
         done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
         assert done.output == {
             "fan": {"output": {"n": 2}, "execution_type": "parallel"},
-            "leaf": {"output": None, "parent_state_id": parallel.task_exec_id},
+            "leaf": {"output": None, "parent_state_id": fan.task_exec_id},
         }
 
     def test_complete_workflow_with_no_tasks_succeeds_with_empty_output(
@@ -323,23 +307,34 @@ class WorkflowRepositoryContract:
         done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, lambda _s: None)
         assert (done.status, done.output) == (Status.SUCCESS, {})
 
+    @pytest.mark.parametrize(
+        ("exception", "message"),
+        [
+            (RuntimeError("template exploded"), "template exploded"),
+            # Without a message, the type name stands for it.
+            (ValueError(), "ValueError"),
+            (KeyError(), "KeyError"),
+            (RuntimeError(""), "RuntimeError"),
+        ],
+        ids=["with-message", "ValueError", "KeyError", "RuntimeError-empty"],
+    )
     def test_complete_workflow_transformer_failure_stores_failed_with_error_and_default_output(
-        self, compozy_store: Store
+        self, compozy_store: Store, exception: Exception, message: str
     ) -> None:
         wf = workflow(compozy_store)
         task(compozy_store, wf, task_id="a", status=Status.SUCCESS, output={"x": 1})
+        parallel(compozy_store, wf, "fan", Status.SUCCESS, output={"n": 2})
 
         def broken(_state: WorkflowState) -> dict[str, Any]:
-            raise RuntimeError("template exploded")
+            raise exception
 
-        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, broken)
+        done = _completed(compozy_store, wf, broken)
         assert done.status is Status.FAILED
-        assert done.error == {
-            "message": "template exploded",
-            "code": "OUTPUT_TRANSFORMATION_FAILED",
+        assert done.error == {"message": message, "code": "OUTPUT_TRANSFORMATION_FAILED"}
+        assert done.output == {
+            "a": {"output": {"x": 1}},
+            "fan": {"output": {"n": 2}, "execution_type": "parallel"},
         }
-        assert done.output == {"a": {"output": {"x": 1}}}
-        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == done
 
     def test_complete_workflow_transformer_returning_unstorable_output_is_a_failure(
         self, compozy_store: Store
@@ -368,71 +363,33 @@ class WorkflowRepositoryContract:
             state.error = {"message": "meddled"}
             raise RuntimeError("after meddling")
 
-        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, meddle)
+        done = _completed(compozy_store, wf, meddle)
         assert seen == [{"a": {"output": {"nested": {"k": 1}}}}]
         assert done.status is Status.FAILED
         assert done.output == {"a": {"output": {"nested": {"k": 1}}}}
         assert done.error == {"message": "after meddling", "code": "OUTPUT_TRANSFORMATION_FAILED"}
         assert done.input == {"deep": {"k": 1}}
         assert done.tasks["a"].output == {"nested": {"k": 1}}
-        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == done
 
+    @pytest.mark.parametrize("status", [Status.SUCCESS, Status.FAILED])
     def test_complete_workflow_transformer_changing_its_argument_changes_only_the_output(
-        self, compozy_store: Store
+        self, compozy_store: Store, status: Status
     ) -> None:
+        # The status comes from the tasks (FAILED is kept when the transformer succeeds), and
+        # what the transformer does to its argument changes neither status nor error.
         wf = workflow(compozy_store)
-        task(compozy_store, wf, task_id="a", status=Status.SUCCESS, output={"x": 1})
+        task(compozy_store, wf, "a", status, output={"x": 1})
+        seen: list[Status] = []
 
         def meddle(state: WorkflowState) -> dict[str, Any]:
+            seen.append(state.status)
             state.status = Status.CANCELED
             state.error = {"message": "meddled"}
             return {"r": 1}
 
-        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, meddle)
-        assert (done.status, done.output, done.error) == (Status.SUCCESS, {"r": 1}, None)
-        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == done
-
-    @pytest.mark.parametrize("exception", [ValueError(), KeyError(), RuntimeError("")])
-    def test_complete_workflow_transformer_raising_without_a_message_stores_the_type_name(
-        self, compozy_store: Store, exception: Exception
-    ) -> None:
-        wf = workflow(compozy_store)
-        task(
-            compozy_store,
-            wf,
-            task_id="fan",
-            status=Status.SUCCESS,
-            execution_type=ExecutionType.PARALLEL,
-            output={"n": 2},
-        )
-
-        def broken(_state: WorkflowState) -> dict[str, Any]:
-            raise exception
-
-        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, broken)
-        assert done.status is Status.FAILED
-        assert done.error == {
-            "message": type(exception).__name__,
-            "code": "OUTPUT_TRANSFORMATION_FAILED",
-        }
-        assert done.output == {"fan": {"output": {"n": 2}, "execution_type": "parallel"}}
-        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == done
-
-    def test_complete_workflow_keeps_failed_when_the_transformer_succeeds(
-        self, compozy_store: Store
-    ) -> None:
-        wf = workflow(compozy_store)
-        task(compozy_store, wf, task_id="bad", status=Status.FAILED)
-        seen: list[Status] = []
-
-        def transform(state: WorkflowState) -> dict[str, Any]:
-            seen.append(state.status)
-            return {"r": 1}
-
-        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id, transform)
-        assert seen == [Status.FAILED]
-        assert (done.status, done.output, done.error) == (Status.FAILED, {"r": 1}, None)
-        assert compozy_store.workflows.get_state(wf.workflow_exec_id) == done
+        done = _completed(compozy_store, wf, meddle)
+        assert seen == [status]
+        assert (done.status, done.output, done.error) == (status, {"r": 1}, None)
 
     def test_complete_workflow_sets_updated_at_forward_and_returns_the_stored_value(
         self, compozy_store: Store
@@ -454,33 +411,12 @@ class WorkflowRepositoryContract:
         self, compozy_store: Store
     ) -> None:
         wf = workflow(compozy_store)
-        outer = task(
+        outer, inner, _leaf = chain(
             compozy_store,
             wf,
-            task_id="outer",
-            status=Status.SUCCESS,
-            execution_type=ExecutionType.PARALLEL,
-            output=None,
-            created_at=at(1),
-        )
-        inner = task(
-            compozy_store,
-            wf,
-            task_id="inner",
-            status=Status.FAILED,
-            execution_type=ExecutionType.PARALLEL,
-            parent=outer,
-            output={"list": [1, "two"]},
-            created_at=at(2),
-        )
-        task(
-            compozy_store,
-            wf,
-            task_id="leaf",
-            status=Status.SUCCESS,
-            parent=inner,
-            output={"v": True},
-            created_at=at(3),
+            ("outer", Status.SUCCESS, ExecutionType.PARALLEL, None),
+            ("inner", Status.FAILED, ExecutionType.PARALLEL, {"list": [1, "two"]}),
+            ("leaf", Status.SUCCESS, ExecutionType.BASIC, {"v": True}),
         )
         done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
         assert done.status is Status.SUCCESS
@@ -500,13 +436,7 @@ class WorkflowRepositoryContract:
     ) -> None:
         wf = workflow(compozy_store, workflow_exec_id="not-ready")
         for task_exec_id in ("run-b", "run-a"):
-            task(
-                compozy_store,
-                wf,
-                task_id=task_exec_id,
-                task_exec_id=task_exec_id,
-                status=Status.RUNNING,
-            )
+            task(compozy_store, wf, task_exec_id, Status.RUNNING, task_exec_id=task_exec_id)
         task(compozy_store, wf, task_id="done", task_exec_id="run-0", status=Status.SUCCESS)
         with pytest.raises(WorkflowNotReady) as not_ready:
             compozy_store.workflows.complete_workflow("not-ready")
@@ -539,9 +469,3 @@ class WorkflowRepositoryContract:
             ("anthropic", 15),
             ("openai", 33),
         ]
-
-    def test_merge_usage_into_a_missing_execution_raises_workflow_not_found(
-        self, compozy_store: Store
-    ) -> None:
-        with pytest.raises(WorkflowNotFound, match="gone"):
-            compozy_store.workflows.merge_usage("gone", usage())
