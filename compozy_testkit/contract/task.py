@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,8 +14,15 @@ from compozy.errors import CompozyError, ConstraintViolation, TaskNotFound, Vali
 from compozy.store import Store, sql_connection
 from compozy.store.tables import task_states, workflow_states
 from compozy.task import ProgressInfo, TaskFilter, TaskState
+from compozy.workflow import WorkflowState
 from compozy_testkit.contract._build import at, task, usage, workflow
 from compozy_testkit.databases import TestDatabase
+
+
+def _assert_not_found(method: Callable[..., object], task_exec_id: str, *args: object) -> None:
+    """``method(task_exec_id, *args)`` raises TaskNotFound naming the missing task."""
+    with pytest.raises(TaskNotFound, match=task_exec_id):
+        method(task_exec_id, *args)
 
 
 class TaskRepositoryContract:
@@ -135,8 +144,7 @@ class TaskRepositoryContract:
     # --- get_state / get_state_for_update / get_usage_summary -----------------------------
 
     def test_get_state_of_a_missing_task_raises_task_not_found(self, compozy_store: Store) -> None:
-        with pytest.raises(TaskNotFound, match="missing-task"):
-            compozy_store.tasks.get_state("missing-task")
+        _assert_not_found(compozy_store.tasks.get_state, "missing-task")
 
     def test_get_state_for_update_outside_a_transaction_is_refused(
         self, compozy_store: Store
@@ -156,8 +164,7 @@ class TaskRepositoryContract:
             assert locked == stored
             joined = compozy_store.tasks.get_state_for_update(stored.task_exec_id)
             assert joined == stored
-            with pytest.raises(TaskNotFound, match="absent"):
-                tx.tasks.get_state_for_update("absent")
+            _assert_not_found(tx.tasks.get_state_for_update, "absent")
 
     def test_get_usage_summary_is_none_without_usage_and_the_summary_with_it(
         self, compozy_store: Store
@@ -167,8 +174,7 @@ class TaskRepositoryContract:
         costly = task(compozy_store, wf, task_id="costly", usage=usage(prompt=4))
         assert compozy_store.tasks.get_usage_summary(plain.task_exec_id) is None
         assert compozy_store.tasks.get_usage_summary(costly.task_exec_id) == usage(prompt=4)
-        with pytest.raises(TaskNotFound, match="absent"):
-            compozy_store.tasks.get_usage_summary("absent")
+        _assert_not_found(compozy_store.tasks.get_usage_summary, "absent")
 
     # --- lists ----------------------------------------------------------------------------
 
@@ -209,69 +215,24 @@ class TaskRepositoryContract:
         # a proper, non-empty subset: an implementation ignoring any one field returns more.
         wf = workflow(compozy_store)
         other = workflow(compozy_store, workflow_id="other")
-        root = task(compozy_store, wf, task_exec_id="root", task_id="root", created_at=at(0))
+        seconds = itertools.count()
+
+        def add(owner: WorkflowState, exec_id: str, task_id: str, **fields: Any) -> TaskState:
+            """A task created one second after the one before it: list order is this order."""
+            created_at = at(next(seconds))
+            return task(
+                compozy_store, owner, task_id, task_exec_id=exec_id, created_at=created_at, **fields
+            )
+
+        root = add(wf, "root", "root")
         agent: dict[str, Any] = {"component": Component.AGENT, "agent_id": "bot"}
-        task(
-            compozy_store,
-            wf,
-            task_exec_id="say",
-            task_id="ask",
-            parent=root,
-            status=Status.SUCCESS,
-            action_id="say",
-            created_at=at(1),
-            **agent,
-        )
-        task(
-            compozy_store,
-            wf,
-            task_exec_id="think",
-            task_id="ask",
-            parent=root,
-            action_id="think",
-            created_at=at(2),
-            **agent,
-        )
-        task(
-            compozy_store,
-            wf,
-            task_exec_id="peer",
-            task_id="ask-peer",
-            component=Component.AGENT,
-            agent_id="peer",
-            action_id="say",
-            created_at=at(3),
-        )
-        task(
-            compozy_store,
-            wf,
-            task_exec_id="grep",
-            task_id="grep",
-            parent=root,
-            component=Component.TOOL,
-            tool_id="grep",
-            created_at=at(4),
-        )
-        task(
-            compozy_store,
-            other,
-            task_exec_id="route",
-            task_id="route",
-            status=Status.SUCCESS,
-            execution_type=ExecutionType.ROUTER,
-            created_at=at(5),
-        )
-        task(
-            compozy_store,
-            other,
-            task_exec_id="fan",
-            task_id="fan",
-            component=Component.WORKFLOW,
-            execution_type=ExecutionType.PARALLEL,
-            agent_id="bot",
-            tool_id="grep",
-            created_at=at(6),
-        )
+        add(wf, "say", "ask", parent=root, status=Status.SUCCESS, action_id="say", **agent)
+        add(wf, "think", "ask", parent=root, action_id="think", **agent)
+        add(wf, "peer", "ask-peer", component=Component.AGENT, agent_id="peer", action_id="say")
+        add(wf, "grep", "grep", parent=root, component=Component.TOOL, tool_id="grep")
+        add(other, "route", "route", status=Status.SUCCESS, execution_type=ExecutionType.ROUTER)
+        fan = {"component": Component.WORKFLOW, "execution_type": ExecutionType.PARALLEL}
+        add(other, "fan", "fan", agent_id="bot", tool_id="grep", **fan)
 
         def ids(**fields: Any) -> list[str]:
             return [t.task_exec_id for t in compozy_store.tasks.list_states(TaskFilter(**fields))]
@@ -556,8 +517,7 @@ class TaskRepositoryContract:
         merged = compozy_store.tasks.merge_usage(stored.task_exec_id, usage(prompt=2, completion=3))
         assert merged == usage(prompt=3, completion=4)
         assert compozy_store.tasks.get_usage_summary(stored.task_exec_id) == merged
-        with pytest.raises(TaskNotFound, match="absent"):
-            compozy_store.tasks.merge_usage("absent", usage())
+        _assert_not_found(compozy_store.tasks.merge_usage, "absent", usage())
 
     # --- rules the schema itself enforces -------------------------------------------------
 
