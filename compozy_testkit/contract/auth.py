@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 
 import pytest
 
-from compozy.auth import APIKey, User
+from compozy.auth import APIKey, AuthRepository, User
 from compozy.auth.keys import TEST_BCRYPT_ROUNDS, fingerprint, new_api_key, verify_api_key
 from compozy.core import Role
 from compozy.errors import (
@@ -32,6 +33,16 @@ def _key(store: Store, user: User, **fields: object) -> tuple[APIKey, str]:
     for name, value in fields.items():
         setattr(key, name, value)
     return store.auth.create_api_key(key), plaintext
+
+
+def _assert_found_until(
+    auth: AuthRepository, key: APIKey, plaintext: str, revoke: Callable[[], object]
+) -> None:
+    """``key`` is found by the fingerprint of ``plaintext`` until ``revoke()``, and not after."""
+    assert auth.get_api_key_by_fingerprint(fingerprint(plaintext)) == key
+    revoke()
+    with pytest.raises(APIKeyNotFound):
+        auth.get_api_key_by_fingerprint(fingerprint(plaintext))
 
 
 class AuthRepositoryContract:
@@ -264,10 +275,7 @@ class AuthRepositoryContract:
         key, plaintext = _key(compozy_store, user)
         kept, kept_plaintext = _key(compozy_store, user)
         auth = compozy_store.auth
-        assert auth.get_api_key_by_fingerprint(fingerprint(plaintext)) == key
-        auth.delete_api_key(key.id)
-        with pytest.raises(APIKeyNotFound):
-            auth.get_api_key_by_fingerprint(fingerprint(plaintext))
+        _assert_found_until(auth, key, plaintext, lambda: auth.delete_api_key(key.id))
         assert auth.get_api_key_by_fingerprint(fingerprint(kept_plaintext)) == kept
         assert [k.id for k in auth.list_api_keys_by_user_id(user.id)] == [kept.id]
 
@@ -279,10 +287,7 @@ class AuthRepositoryContract:
         key, plaintext = _key(compozy_store, leaver)
         other, other_plaintext = _key(compozy_store, stayer)
         auth = compozy_store.auth
-        assert auth.get_api_key_by_fingerprint(fingerprint(plaintext)) == key
-        auth.delete_user(leaver.id)
-        with pytest.raises(APIKeyNotFound):
-            auth.get_api_key_by_fingerprint(fingerprint(plaintext))
+        _assert_found_until(auth, key, plaintext, lambda: auth.delete_user(leaver.id))
         assert auth.list_api_keys_by_user_id(leaver.id) == []
         assert auth.get_api_key_by_fingerprint(fingerprint(other_plaintext)) == other
         assert auth.get_user_by_id(stayer.id) == stayer
