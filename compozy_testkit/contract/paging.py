@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import pytest
@@ -70,6 +71,19 @@ def _key(store: Store, user: User, key_id: str, seconds: float) -> APIKey:
             created_at=at(seconds),
         )
     )
+
+
+def _assert_every_list_refuses(store: Store, user: User, named: str, **page_args: Any) -> None:
+    """The pages of executions, of users and of ``user``'s API keys each refuse ``page_args``
+    with a ValidationError naming ``named``."""
+    lists: list[Callable[..., object]] = [
+        store.workflows.list_page,
+        store.auth.list_users_page,
+        partial(store.auth.list_api_keys_page, user.id),
+    ]
+    for list_page in lists:
+        with pytest.raises(ValidationError, match=named):
+            list_page(**page_args)
 
 
 class PagingContract:
@@ -136,12 +150,7 @@ class PagingContract:
         self, compozy_store: Store, limit: Any
     ) -> None:
         user = _user(compozy_store, "u", 0)
-        with pytest.raises(ValidationError, match="limit"):
-            compozy_store.workflows.list_page(limit=limit)
-        with pytest.raises(ValidationError, match="limit"):
-            compozy_store.auth.list_users_page(limit=limit)
-        with pytest.raises(ValidationError, match="limit"):
-            compozy_store.auth.list_api_keys_page(user.id, limit=limit)
+        _assert_every_list_refuses(compozy_store, user, "limit", limit=limit)
 
     @pytest.mark.parametrize("cursor", BAD_CURSORS)
     def test_a_cursor_the_store_did_not_give_is_refused_on_every_list(
@@ -149,12 +158,7 @@ class PagingContract:
     ) -> None:
         user = _user(compozy_store, "u", 0)
         workflow(compozy_store, workflow_exec_id="e", created_at=at(0))
-        with pytest.raises(ValidationError, match="cursor"):
-            compozy_store.workflows.list_page(cursor=cursor)
-        with pytest.raises(ValidationError, match="cursor"):
-            compozy_store.auth.list_users_page(cursor=cursor)
-        with pytest.raises(ValidationError, match="cursor"):
-            compozy_store.auth.list_api_keys_page(user.id, cursor=cursor)
+        _assert_every_list_refuses(compozy_store, user, "cursor", cursor=cursor)
 
     def test_filters_by_status_and_workflow_id_page_only_matching_executions(
         self, compozy_store: Store
@@ -276,12 +280,7 @@ class PagingContract:
         user = _user(compozy_store, "u", 0)
         raw = json.dumps([when, key], separators=(",", ":")).encode()
         cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-        with pytest.raises(ValidationError, match="cursor"):
-            compozy_store.workflows.list_page(cursor=cursor)
-        with pytest.raises(ValidationError, match="cursor"):
-            compozy_store.auth.list_users_page(cursor=cursor)
-        with pytest.raises(ValidationError, match="cursor"):
-            compozy_store.auth.list_api_keys_page(user.id, cursor=cursor)
+        _assert_every_list_refuses(compozy_store, user, "cursor", cursor=cursor)
 
     @pytest.mark.parametrize("suffix", ["X", "A", "AA", "AAAA", "Zm9v", "IA", "!", "=", " ", "~~"])
     def test_a_cursor_with_characters_added_is_refused_or_reads_the_same_page(
