@@ -17,12 +17,12 @@ from compozy.core.values import (
 from compozy.errors import ValidationError
 from compozy.usage import UsageSummary
 
-__all__ = ["ProgressInfo", "TaskFilter", "TaskRepository", "TaskState"]
+__all__ = ["ExecutionState", "ProgressInfo", "TaskFilter", "TaskRepository", "TaskState"]
 
 
 @dataclass(kw_only=True)
-class TaskState:
-    """One execution of a task, optionally the child of another task execution."""
+class _TaskFields:
+    """The fields of ``TaskState`` that come before those of ``ExecutionState``."""
 
     task_exec_id: str = field(default_factory=new_id)
     task_id: str
@@ -35,12 +35,41 @@ class TaskState:
     agent_id: str | None = None
     action_id: str | None = None
     tool_id: str | None = None
+
+
+@dataclass(kw_only=True)
+class ExecutionState:
+    """What the state of a task execution and of a workflow execution both carry, after their
+    own fields: the usage, the JSON payload and the timestamps (the store sets those on every
+    write). Their columns are ``_execution_columns()`` in compozy/store/tables.py.
+
+    ``TaskState`` and ``WorkflowState`` name it as their first base and the class of their own
+    fields (``_TaskFields``, ``_WorkflowFields``) as the second: a dataclass takes the fields of
+    its last base first, so their own fields lead in reprs, row values and the API's models.
+    """
+
     usage: UsageSummary | None = None
     input: dict[str, Any] | None = None
     output: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+    def validate(self) -> None:
+        """Normalise and check, in place, the fields above; raise ``ValidationError``."""
+        if self.usage is not None:
+            if not isinstance(self.usage, UsageSummary):
+                raise ValidationError("usage must be a UsageSummary or None")
+            self.usage.validate()
+        for name in ("input", "output", "error"):
+            check_json_object(getattr(self, name), name)
+        self.created_at = check_optional_timestamp(self.created_at, "created_at")
+        self.updated_at = check_optional_timestamp(self.updated_at, "updated_at")
+
+
+@dataclass(kw_only=True)
+class TaskState(ExecutionState, _TaskFields):
+    """One execution of a task, optionally the child of another task execution."""
 
     def __post_init__(self) -> None:
         self.component = check_enum(Component, self.component, "component")
@@ -62,7 +91,7 @@ class TaskState:
         self.agent_id = check_optional_id(self.agent_id, "agent_id")
         self.action_id = check_optional_id(self.action_id, "action_id")
         self.tool_id = check_optional_id(self.tool_id, "tool_id")
-        check_execution_fields(self)
+        super().validate()
         self._check_shape()
 
     def _check_shape(self) -> None:
@@ -81,19 +110,6 @@ class TaskState:
                     f"{where}: a basic task has either agent_id with action_id, or tool_id alone, "
                     "or none of the three"
                 )
-
-
-def check_execution_fields(state: Any) -> None:
-    """Normalise and check, in place, what a task's and a workflow's state both carry: ``usage``,
-    ``input``, ``output``, ``error``, ``created_at`` and ``updated_at``."""
-    if state.usage is not None:
-        if not isinstance(state.usage, UsageSummary):
-            raise ValidationError("usage must be a UsageSummary or None")
-        state.usage.validate()
-    for name in ("input", "output", "error"):
-        check_json_object(getattr(state, name), name)
-    state.created_at = check_optional_timestamp(state.created_at, "created_at")
-    state.updated_at = check_optional_timestamp(state.updated_at, "updated_at")
 
 
 @dataclass(kw_only=True)

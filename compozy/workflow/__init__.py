@@ -16,7 +16,7 @@ from compozy.core.values import (
     check_optional_id,
 )
 from compozy.errors import ValidationError, WorkflowNotReady
-from compozy.task import check_execution_fields
+from compozy.task import ExecutionState
 from compozy.usage import UsageSummary
 
 if TYPE_CHECKING:
@@ -38,18 +38,18 @@ __all__ = [
 
 
 @dataclass(kw_only=True)
-class WorkflowState:
-    """One execution of a workflow; ``tasks`` maps task_id to its latest task state."""
+class _WorkflowFields:
+    """The fields of ``WorkflowState`` that come before those of ``ExecutionState``."""
 
     workflow_exec_id: str = field(default_factory=new_id)
     workflow_id: str
     status: Status
-    usage: UsageSummary | None = None
-    input: dict[str, Any] | None = None
-    output: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+
+
+@dataclass(kw_only=True)
+class WorkflowState(ExecutionState, _WorkflowFields):
+    """One execution of a workflow; ``tasks`` maps task_id to its latest task state."""
+
     tasks: dict[str, TaskState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -60,7 +60,7 @@ class WorkflowState:
         self.workflow_exec_id = check_id(self.workflow_exec_id, "workflow_exec_id")
         self.workflow_id = check_id(self.workflow_id, "workflow_id")
         self.status = check_enum(Status, self.status, "status")
-        check_execution_fields(self)
+        super().validate()
         if not isinstance(self.tasks, dict):
             raise ValidationError("tasks must be a dict of task_id to TaskState")
 

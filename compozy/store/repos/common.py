@@ -17,7 +17,7 @@ from compozy.store.database import Database
 from compozy.store.drivers.base import Driver, iter_batches
 from compozy.store.tables import task_states
 from compozy.store.types import UTCDateTime
-from compozy.task import TaskState
+from compozy.task import ExecutionState, TaskState
 from compozy.usage import UsageSummary
 
 E = TypeVar("E")
@@ -89,7 +89,7 @@ def row_values(entity: Any, table: sa.Table) -> dict[str, Any]:
     return values
 
 
-def upsert_values(state: Any, table: sa.Table) -> dict[str, Any]:
+def upsert_values(state: ExecutionState, table: sa.Table) -> dict[str, Any]:
     """``row_values`` of ``state``, once validated, for an upsert: ``created_at`` stays what it is
     (now when unset), ``updated_at`` is now."""
     state.validate()
