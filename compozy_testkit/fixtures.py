@@ -8,7 +8,7 @@ implementation of the repository protocols under the contract tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "compozy_backend",
     "compozy_database",
     "compozy_empty_database",
+    "compozy_empty_database_on",
     "compozy_factories",
     "compozy_store",
     "task_factory",
@@ -85,6 +86,39 @@ def compozy_database(_compozy_backend: Backend, tmp_path: Path) -> Iterator[Test
 def compozy_empty_database(_compozy_backend: Backend, tmp_path: Path) -> Iterator[TestDatabase]:
     """A database with no schema on the current backend (for migration tests)."""
     yield from _test_database(_compozy_backend, tmp_path, migrated=False)
+
+
+@pytest.fixture
+def compozy_empty_database_on(
+    request: pytest.FixtureRequest,
+    _compozy_worker_databases: WorkerDatabases,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str], TestDatabase]]:
+    """Empty databases (no schema) on any backend: ``compozy_empty_database_on("postgres")``,
+    for tests that move data from one backend to another. SQLite needs nothing, so its
+    databases are always given; a server backend that was not selected is skipped, and one
+    that is unavailable is skipped or failed as ``compozy_backend`` does."""
+    from compozy_testkit.databases import BACKEND_CLASSES, TestDatabase
+
+    state = request.config.stash[STATE_KEY]
+    made: list[TestDatabase] = []
+
+    def empty_on(backend: str) -> TestDatabase:
+        if BACKEND_CLASSES[backend].has_server and backend not in state.backends:
+            pytest.skip(f"{backend} is not among the selected backends")
+        reason = state.unavailable(backend)
+        if reason:
+            if state.require_postgres:
+                pytest.fail(f"{reason} (required)", pytrace=False)
+            pytest.skip(reason)
+        folder = tmp_path_factory.mktemp(f"empty-{backend}")
+        database = TestDatabase(_compozy_worker_databases.backend(backend), folder, migrated=False)
+        made.append(database)
+        return database
+
+    yield empty_on
+    for database in made:
+        database.close()
 
 
 @pytest.fixture

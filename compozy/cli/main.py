@@ -18,6 +18,7 @@ from compozy.cli.init import init
 from compozy.cli.migrate import migrate_app
 from compozy.cli.run import run
 from compozy.cli.start import start
+from compozy.cli.transfer import backup_command, export_command, import_command
 from compozy.cli.worker import worker
 from compozy.errors import CompozyError
 
@@ -40,6 +41,9 @@ app.command("init")(init)
 app.command("run")(run)
 app.command("start")(start)
 app.command("worker")(worker)
+app.command("export")(export_command)
+app.command("import")(import_command)
+app.command("backup")(backup_command)
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(executions_app, name="executions")
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
-from compozy.cli.runtime import ConfigFlags, config_options, missing_sqlite_file
-from compozy.config import DatabaseConfig
+from compozy.cli.runtime import ConfigFlags, config_options, missing_sqlite_file, unmigrated_store
 from compozy.errors import ValidationError
-from compozy.store import Store, migrations, open_store
+from compozy.store import Store, migrations
 from compozy.store.migrations import MigrationStatus
 
 __all__ = ["down", "migrate_app", "status", "up"]
@@ -20,16 +17,6 @@ migrate_app = typer.Typer(
     help="Apply, revert or show the database schema migrations.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-@contextmanager
-def _store(config: DatabaseConfig) -> Iterator[Store]:
-    """The configured database, opened without migrating it: these commands do that themselves."""
-    store = open_store(config.model_copy(update={"auto_migrate": False}))
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def _revision(revision: str | None, head: str) -> str:
@@ -59,7 +46,7 @@ def up(
 ) -> None:
     """Apply pending migrations, up to the head or to --to REV."""
     config = flags.load().database
-    with _store(config) as store:
+    with unmigrated_store(config) as store:
         before = migrations.status(store)
         _report(store, before, migrations.upgrade(store, to))
 
@@ -88,7 +75,7 @@ def down(
     missing = missing_sqlite_file(config)
     if missing is not None:
         raise ValidationError(f"there is no SQLite database at {missing}, so nothing to revert")
-    with _store(config) as store:
+    with unmigrated_store(config) as store:
         before = migrations.status(store)
         _report(store, before, migrations.downgrade(store, to=to, steps=steps))
 
@@ -105,7 +92,7 @@ def status(*, flags: ConfigFlags) -> None:
         typer.echo("current:  none")
         typer.echo(f"pending:  {', '.join(migrations.revisions())}")
         return
-    with _store(config) as store:
+    with unmigrated_store(config) as store:
         found = migrations.status(store)
         typer.echo(f"database: {store.describe()}")
         typer.echo(f"current:  {_revision(found.current, found.head)}")

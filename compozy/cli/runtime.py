@@ -106,6 +106,17 @@ def missing_sqlite_file(config: DatabaseConfig) -> str | None:
     return None if path is None or path.exists() else str(path)
 
 
+@contextmanager
+def unmigrated_store(config: DatabaseConfig) -> Iterator[Store]:
+    """The configured database, opened without migrating it, for commands that move the
+    schema themselves (``migrate``, ``import``) or must not (``export``, ``backup``)."""
+    store = open_store(config.model_copy(update={"auto_migrate": False}))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 @dataclass
 class Runtime:
     """An open store and an engine over the configured workflows."""

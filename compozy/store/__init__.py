@@ -99,6 +99,12 @@ class Store(ClosedOnExit):
         """The files that make up the database on this machine (none for a server)."""
         return self._db.driver.files()
 
+    def backup(self, dest: Path) -> None:
+        """Copy the database, consistent and online, to the new file ``dest`` (SQLite only;
+        ``ValidationError`` otherwise). ``compozy.transfer.backup`` makes the file safely."""
+        with self._db.translate():
+            self._db.driver.backup(self._db.engine, dest)
+
     @contextmanager
     def transaction(self) -> Iterator[TransactionScope]:
         """Commit on normal exit, roll back on exception; nested calls open savepoints."""

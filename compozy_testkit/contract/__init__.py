@@ -17,6 +17,7 @@ from compozy_testkit.contract.paging import PagingContract
 from compozy_testkit.contract.queue import ExecutionQueueContract
 from compozy_testkit.contract.task import TaskRepositoryContract
 from compozy_testkit.contract.transactions import TransactionContract
+from compozy_testkit.contract.transfer import TransferContract
 from compozy_testkit.contract.values import ValueContract
 from compozy_testkit.contract.workflow import WorkflowRepositoryContract
 
@@ -28,6 +29,7 @@ __all__ = [
     "PagingContract",
     "TaskRepositoryContract",
     "TransactionContract",
+    "TransferContract",
     "ValueContract",
     "WorkflowRepositoryContract",
 ]

@@ -15,6 +15,7 @@ from compozy_testkit.contract.paging import PagingContract
 from compozy_testkit.contract.queue import ExecutionQueueContract
 from compozy_testkit.contract.task import TaskRepositoryContract
 from compozy_testkit.contract.transactions import TransactionContract
+from compozy_testkit.contract.transfer import TransferContract
 from compozy_testkit.contract.values import ValueContract
 from compozy_testkit.contract.workflow import WorkflowRepositoryContract
 
@@ -26,6 +27,7 @@ __all__ = [
     "TestPaging",
     "TestTaskRepository",
     "TestTransactions",
+    "TestTransfer",
     "TestValues",
     "TestWorkflowRepository",
 ]
@@ -45,6 +47,10 @@ class TestAuthRepository(AuthRepositoryContract):
 
 class TestTransactions(TransactionContract):
     """Transactions, savepoints, closing and health."""
+
+
+class TestTransfer(TransferContract):
+    """Export and import between every pair of backends."""
 
 
 class TestValues(ValueContract):

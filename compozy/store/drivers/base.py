@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from compozy.config import DatabaseConfig
-from compozy.errors import CompozyError, ConflictError, ConstraintViolation, StoreUnavailable
+from compozy.errors import (
+    CompozyError,
+    ConflictError,
+    ConstraintViolation,
+    StoreUnavailable,
+    ValidationError,
+)
 
 MIGRATION_LOCK = 0x6D696772617465  # "migrate": one migrating process at a time
 WRITE_OPTION = "compozy_write"
@@ -59,6 +65,9 @@ class Driver(ABC):
     max_bind_params: int
     driver_error: type[Exception]
     """Base class of the driver's exceptions (raised as-is by hooks that bypass SQLAlchemy)."""
+    snapshot_options: ClassVar[Mapping[str, Any]] = {}
+    """Connection options for a read-only transaction that sees one snapshot of the whole
+    database from its first read to its end (``compozy export``)."""
 
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
@@ -79,6 +88,14 @@ class Driver(ABC):
     def files(self) -> list[Path]:
         """The files that make up the database on this machine (none for a server)."""
         return []
+
+    def backup(self, engine: Engine, dest: Path) -> None:
+        """Write a consistent copy of the database to the new file ``dest`` while others keep
+        using it; ``ValidationError`` where the driver cannot."""
+        raise ValidationError(
+            f"compozy backup copies SQLite databases; {self.describe()} is a server: use "
+            "pg_dump (e.g. `pg_dump -Fc -f compozy.dump DBNAME`) or `compozy export`"
+        )
 
     @abstractmethod
     def guard(self, *, write: bool) -> AbstractContextManager[None]:

@@ -38,6 +38,7 @@ class PostgresDriver(Driver):
     name = "postgres"
     max_bind_params = 10_000
     driver_error = psycopg.Error
+    snapshot_options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
 
     def __init__(self, config: DatabaseConfig) -> None:
         super().__init__(config)

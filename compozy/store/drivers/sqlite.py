@@ -143,6 +143,16 @@ class SQLiteDriver(Driver):
                     raise
                 time.sleep(0.01)
 
+    def backup(self, engine: Engine, dest: Path) -> None:
+        # SQLite's online backup copies every page in one step inside one read transaction:
+        # a consistent copy, and in WAL mode writers are not held up while it runs.
+        with self.guard(write=False), engine.connect() as conn:
+            source = conn.connection.driver_connection
+            assert isinstance(source, sqlite3.Connection)
+            with contextlib.closing(sqlite3.connect(dest)) as target:
+                source.backup(target)
+                target.execute("PRAGMA journal_mode=WAL")
+
     @contextmanager
     def guard(self, *, write: bool) -> Iterator[None]:
         if not (self.memory or write):

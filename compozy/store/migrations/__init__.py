@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     from compozy.store import Store
 from compozy.store.drivers.base import WRITE_OPTION
 
-__all__ = ["MigrationStatus", "downgrade", "revisions", "status", "upgrade"]
+__all__ = [
+    "MigrationStatus",
+    "Migrator",
+    "downgrade",
+    "revisions",
+    "status",
+    "transaction",
+    "upgrade",
+]
 
 SCRIPT_LOCATION = Path(__file__).parent
 
@@ -104,6 +112,44 @@ def _migrating(db: Database) -> Iterator[Connection]:
         conn.execution_options(**{WRITE_OPTION: True})
         with db.driver.migration(conn):
             yield conn
+
+
+class Migrator:
+    """A migration transaction that more work joins (``transaction``): moves the schema and
+    hands its connection to the work, which commits or rolls back with it."""
+
+    def __init__(self, conn: Connection, driver: str) -> None:
+        self.connection = conn
+        self._driver = driver
+
+    @property
+    def current(self) -> str | None:
+        """The revision the database is at now, inside this transaction."""
+        return current_revision(self.connection)
+
+    def move_to(self, revision: str) -> None:
+        """Upgrade or downgrade to ``revision`` (a known revision id)."""
+        _check_known(revision)
+        order = revisions()
+        current = self.current
+        config = _config(self.connection, self._driver)
+        try:
+            if current is None or order.index(current) < order.index(revision):
+                command.upgrade(config, revision)
+            elif current != revision:
+                command.downgrade(config, revision)
+        except CommandError as exc:
+            raise ValidationError(f"cannot migrate: {exc}") from None
+
+
+@contextmanager
+def transaction(store: Store) -> Iterator[Migrator]:
+    """One migration transaction on ``store``'s database (the driver's migration mode: on
+    SQLite foreign keys are off and checked before commit; on PostgreSQL an advisory lock is
+    held); committed when the block ends, rolled back if it raises."""
+    db = store._db
+    with _migrating(db) as conn:
+        yield Migrator(conn, db.driver.name)
 
 
 def _run(store: Store, action: Callable[[Config, Connection], None]) -> MigrationStatus:
