@@ -7,10 +7,10 @@ Store and in processes with a Store each on the same database: no error, no lost
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 import pytest
 
@@ -48,6 +48,14 @@ class _Job:
     workflow_exec_id: str
     rounds: int
     task_exec_id: str | None = None  # the parent of the new tasks, or the task to lock
+
+
+def _mixed_job(store: Store, rounds: int, **task_fields: Any) -> _Job:
+    """A new running workflow for a mixed workload of ``rounds`` transactions a worker; with
+    ``task_fields``, a task of it too: the parent of the new tasks, or the task to lock."""
+    wf = workflow(store)
+    shared = task(store, wf, **task_fields).task_exec_id if task_fields else None
+    return _Job(wf.workflow_id, wf.workflow_exec_id, rounds, shared)
 
 
 def _spent() -> UsageSummary:
@@ -173,13 +181,14 @@ def _assert_all_inserted(store: Store, job: _Job, workers: int) -> None:
     assert total == _spent_times(len(expected)), f"{len(expected)} merges, usage {total}"
 
 
-def _assert_completes_once_parent_is_done(
-    store: Store, parent: TaskState, job: _Job, workers: int
-) -> None:
+def _assert_completes_once_parent_is_done(store: Store, job: _Job, refused: list[int]) -> None:
     """The workflow is still running; with its top-level task done, it completes with all."""
+    assert job.task_exec_id is not None
+    workers = len(refused)
     status = store.workflows.get_state(job.workflow_exec_id).status
     assert status is Status.RUNNING, f"the workflow became {status.value}"
     _assert_all_inserted(store, job, workers)
+    parent = store.tasks.get_state(job.task_exec_id)
     parent.status = Status.SUCCESS
     store.tasks.upsert_state(parent)
     done = store.workflows.complete_workflow(job.workflow_exec_id)
@@ -205,9 +214,43 @@ def _assert_counted(store: Store, job: _Job, seen: list[list[int]]) -> None:
     assert total == _spent_times(n), f"{n} merges, workflow usage {total}"
 
 
+@dataclass(frozen=True)
+class _Workload(Generic[W]):
+    """A mixed workload: ``work`` runs on every worker (module-level, so that spawned processes
+    find it by reference) on a job with a task of ``task_fields`` if any; ``rounds_of`` reads
+    how many rounds a worker's value reports, and ``check`` the stored outcome of them all."""
+
+    work: Callable[[Store, int, _Job], W]
+    rounds_of: Callable[[W], int]
+    check: Callable[[Store, _Job, list[W]], None]
+    task_fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+_WORKLOADS: dict[str, _Workload[Any]] = {
+    "task-insert-then-workflow-merge-usage": _Workload(
+        _insert_tasks_merging_usage,
+        rounds_of=lambda done: done,
+        check=lambda store, job, done: _assert_all_inserted(store, job, len(done)),
+    ),
+    "complete-workflow-racing-child-task-upserts": _Workload(
+        _insert_children_trying_to_complete,
+        rounds_of=lambda refused: refused,  # every round's try to complete is refused
+        check=_assert_completes_once_parent_is_done,
+        task_fields={"task_id": "parent", "status": Status.RUNNING},
+    ),
+    "locked-task-update-and-merge-usage": _Workload(
+        _count_under_lock_merging_usage,
+        rounds_of=len,
+        check=_assert_counted,
+        task_fields={"task_id": "shared", "output": {"count": 0}},
+    ),
+}
+
+
 class ConcurrencyContract:
-    """Thread safety of one shared Store, on whatever Store ``compozy_store`` gives; the
-    ``in_processes`` tests take ``compozy_database`` and open compozy's own Store per process."""
+    """Thread safety of one shared Store, on whatever Store ``compozy_store`` gives;
+    ``test_mixed_workload_in_processes`` takes ``compozy_database`` and opens compozy's own
+    Store per process."""
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -303,69 +346,24 @@ class ConcurrencyContract:
     # Mixed workloads: multi-statement transactions through Store.run_in_transaction, on
     # THREADS threads sharing one Store, then in PROCESSES processes with a Store each.
 
-    def test_mixed_task_insert_then_workflow_merge_usage_on_threads(
-        self, compozy_store: Store
+    @pytest.mark.parametrize("workload", list(_WORKLOADS.values()), ids=list(_WORKLOADS))
+    def test_mixed_workload_on_threads(
+        self, compozy_store: Store, workload: _Workload[Any]
     ) -> None:
-        wf = workflow(compozy_store)
-        job = _Job(wf.workflow_id, wf.workflow_exec_id, MIXED_ROUNDS)
-        done = _on_threads(compozy_store, _insert_tasks_merging_usage, job)
-        assert done == [MIXED_ROUNDS] * THREADS
-        _assert_all_inserted(compozy_store, job, THREADS)
+        job = _mixed_job(compozy_store, MIXED_ROUNDS, **workload.task_fields)
+        values = _on_threads(compozy_store, workload.work, job)
+        assert [workload.rounds_of(v) for v in values] == [MIXED_ROUNDS] * THREADS
+        workload.check(compozy_store, job, values)
 
-    def test_mixed_task_insert_then_workflow_merge_usage_in_processes(
-        self, compozy_database: TestDatabase, compozy_contract_processes: ProcessPool
+    @pytest.mark.parametrize("workload", list(_WORKLOADS.values()), ids=list(_WORKLOADS))
+    def test_mixed_workload_in_processes(
+        self,
+        compozy_database: TestDatabase,
+        compozy_contract_processes: ProcessPool,
+        workload: _Workload[Any],
     ) -> None:
         store = _shared_store(compozy_database)
-        wf = workflow(store)
-        job = _Job(wf.workflow_id, wf.workflow_exec_id, PROCESS_ROUNDS)
-        done = _on_processes(
-            compozy_database, compozy_contract_processes, _insert_tasks_merging_usage, job
-        )
-        assert done == [PROCESS_ROUNDS] * PROCESSES
-        _assert_all_inserted(store, job, PROCESSES)
-
-    def test_mixed_complete_workflow_racing_child_task_upserts_on_threads(
-        self, compozy_store: Store
-    ) -> None:
-        wf = workflow(compozy_store)
-        parent = task(compozy_store, wf, task_id="parent", status=Status.RUNNING)
-        job = _Job(wf.workflow_id, wf.workflow_exec_id, MIXED_ROUNDS, parent.task_exec_id)
-        refused = _on_threads(compozy_store, _insert_children_trying_to_complete, job)
-        assert refused == [MIXED_ROUNDS] * THREADS
-        _assert_completes_once_parent_is_done(compozy_store, parent, job, THREADS)
-
-    def test_mixed_complete_workflow_racing_child_task_upserts_in_processes(
-        self, compozy_database: TestDatabase, compozy_contract_processes: ProcessPool
-    ) -> None:
-        store = _shared_store(compozy_database)
-        wf = workflow(store)
-        parent = task(store, wf, task_id="parent", status=Status.RUNNING)
-        job = _Job(wf.workflow_id, wf.workflow_exec_id, PROCESS_ROUNDS, parent.task_exec_id)
-        refused = _on_processes(
-            compozy_database, compozy_contract_processes, _insert_children_trying_to_complete, job
-        )
-        assert refused == [PROCESS_ROUNDS] * PROCESSES
-        _assert_completes_once_parent_is_done(store, parent, job, PROCESSES)
-
-    def test_mixed_locked_task_update_and_merge_usage_on_threads(
-        self, compozy_store: Store
-    ) -> None:
-        wf = workflow(compozy_store)
-        shared = task(compozy_store, wf, task_id="shared", output={"count": 0})
-        job = _Job(wf.workflow_id, wf.workflow_exec_id, MIXED_ROUNDS, shared.task_exec_id)
-        seen = _on_threads(compozy_store, _count_under_lock_merging_usage, job)
-        assert [len(s) for s in seen] == [MIXED_ROUNDS] * THREADS
-        _assert_counted(compozy_store, job, seen)
-
-    def test_mixed_locked_task_update_and_merge_usage_in_processes(
-        self, compozy_database: TestDatabase, compozy_contract_processes: ProcessPool
-    ) -> None:
-        store = _shared_store(compozy_database)
-        wf = workflow(store)
-        shared = task(store, wf, task_id="shared", output={"count": 0})
-        job = _Job(wf.workflow_id, wf.workflow_exec_id, PROCESS_ROUNDS, shared.task_exec_id)
-        seen = _on_processes(
-            compozy_database, compozy_contract_processes, _count_under_lock_merging_usage, job
-        )
-        assert [len(s) for s in seen] == [PROCESS_ROUNDS] * PROCESSES
-        _assert_counted(store, job, seen)
+        job = _mixed_job(store, PROCESS_ROUNDS, **workload.task_fields)
+        values = _on_processes(compozy_database, compozy_contract_processes, workload.work, job)
+        assert [workload.rounds_of(v) for v in values] == [PROCESS_ROUNDS] * PROCESSES
+        workload.check(store, job, values)
