@@ -13,7 +13,7 @@ import dataclasses
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -48,11 +48,36 @@ BATCH = 3
 T = TypeVar("T")
 
 
-def _pending(store: Store, exec_id: str, seconds: float, **fields: Any) -> WorkflowState:
-    """A PENDING execution created ``seconds`` after T0 (claims go oldest first)."""
-    return workflow(
+def _pending(
+    store: Store,
+    exec_id: str,
+    seconds: float,
+    *,
+    tasks: Mapping[str, Status] | None = None,
+    **fields: Any,
+) -> WorkflowState:
+    """A PENDING execution created ``seconds`` after T0 (claims go oldest first), with a
+    top-level task of each ``tasks`` status, by task_id."""
+    wf = workflow(
         store, workflow_exec_id=exec_id, status=Status.PENDING, created_at=at(seconds), **fields
     )
+    for task_id, status in (tasks or {}).items():
+        task(store, wf, task_id, status)
+    return wf
+
+
+def _claimed(
+    store: Store,
+    exec_id: str,
+    *,
+    lease: float = LEASE,
+    tasks: Mapping[str, Status] | None = None,
+) -> Claim:
+    """A PENDING execution (with ``tasks``, as ``_pending``), the only one, claimed by w1."""
+    _pending(store, exec_id, 0, tasks=tasks)
+    (claim,) = store.queue.claim("w1", limit=1, lease=lease)
+    assert claim.workflow_exec_id == exec_id
+    return claim
 
 
 def _summary(store: Store, exec_id: str) -> WorkflowSummary:
@@ -317,8 +342,7 @@ class ExecutionQueueContract:
     def test_a_takeover_claim_sees_that_cancellation_was_requested(
         self, compozy_store: Store
     ) -> None:
-        _pending(compozy_store, "x", 0)
-        (old,) = compozy_store.queue.claim("w1", limit=1, lease=SHORT_LEASE)
+        old = _claimed(compozy_store, "x", lease=SHORT_LEASE)
         compozy_store.queue.request_cancel("x")
         _outlive(old)
         (new,) = compozy_store.queue.claim("w2", limit=1, lease=LEASE)
@@ -359,17 +383,15 @@ class ExecutionQueueContract:
         self, compozy_store: Store
     ) -> None:
         assert compozy_store.queue.renew([], lease=LEASE) == Renewal(frozenset(), frozenset())
-        _pending(compozy_store, "x", 0)
-        claims = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        claim = _claimed(compozy_store, "x")
         with pytest.raises(ValidationError, match="lease"):
-            compozy_store.queue.renew(claims, lease=0)
-        assert _summary(compozy_store, "x").lease_expires_at == claims[0].lease_expires_at
+            compozy_store.queue.renew([claim], lease=0)
+        assert _summary(compozy_store, "x").lease_expires_at == claim.lease_expires_at
 
     def test_renew_reports_lost_a_claim_of_the_same_worker_with_an_older_claim_count(
         self, compozy_store: Store
     ) -> None:
-        _pending(compozy_store, "x", 0)
-        (old,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        old = _claimed(compozy_store, "x")
         new = compozy_store.queue.claim_execution("x", "w1", lease=LEASE)
         assert (old.claim_count, new.claim_count) == (1, 2)
         assert compozy_store.queue.renew([old], lease=LEASE) == Renewal(
@@ -400,8 +422,7 @@ class ExecutionQueueContract:
     def test_renew_of_a_claim_naming_another_worker_is_lost_and_extends_nothing(
         self, compozy_store: Store
     ) -> None:
-        _pending(compozy_store, "x", 0)
-        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        claim = _claimed(compozy_store, "x")
         forged = dataclasses.replace(claim, worker_id="w2")
         assert compozy_store.queue.renew([forged], lease=3 * LEASE) == Renewal(
             frozenset({"x"}), frozenset()
@@ -413,8 +434,7 @@ class ExecutionQueueContract:
     # --- fence ----------------------------------------------------------------------------
 
     def test_fence_outside_a_transaction_is_refused(self, compozy_store: Store) -> None:
-        _pending(compozy_store, "x", 0)
-        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        claim = _claimed(compozy_store, "x")
         with pytest.raises(CompozyError, match="transaction") as refused:
             compozy_store.queue.fence(claim)
         assert not isinstance(refused.value, ClaimLost)
@@ -422,8 +442,7 @@ class ExecutionQueueContract:
     def test_fence_lets_the_holder_write_in_the_same_transaction(
         self, compozy_store: Store
     ) -> None:
-        _pending(compozy_store, "x", 0)
-        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        claim = _claimed(compozy_store, "x")
         with compozy_store.transaction() as tx:
             tx.queue.fence(claim)
             tx.tasks.upsert_state(_task_of(tx, "x", "fenced-task"))
@@ -440,8 +459,7 @@ class ExecutionQueueContract:
     def test_a_fenced_transaction_holds_off_a_takeover_until_it_ends(
         self, compozy_store: Store, exclusive: bool
     ) -> None:
-        _pending(compozy_store, "x", 0)
-        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=SHORT_LEASE)
+        claim = _claimed(compozy_store, "x", lease=SHORT_LEASE)
         events: list[str] = []
         started = threading.Event()
         taken: list[Claim] = []
@@ -468,8 +486,7 @@ class ExecutionQueueContract:
     def test_fence_raises_claim_lost_once_the_execution_is_terminal(
         self, compozy_store: Store
     ) -> None:
-        _pending(compozy_store, "x", 0)
-        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        claim = _claimed(compozy_store, "x")
         compozy_store.workflows.update_status("x", Status.SUCCESS)
 
         def write(tx: TransactionScope) -> None:
@@ -507,7 +524,6 @@ class ExecutionQueueContract:
     def test_release_returns_the_execution_pending_unclaimed_with_its_running_tasks_pending(
         self, compozy_store: Store
     ) -> None:
-        wf = _pending(compozy_store, "x", 0)
         statuses = {
             "pending": Status.PENDING,
             "running": Status.RUNNING,
@@ -516,9 +532,7 @@ class ExecutionQueueContract:
             "done": Status.SUCCESS,
             "failed": Status.FAILED,
         }
-        for task_id, status in statuses.items():
-            task(compozy_store, wf, task_id=task_id, status=status)
-        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        claim = _claimed(compozy_store, "x", tasks=statuses)
         compozy_store.queue.release(claim)
         summary = _summary(compozy_store, "x")
         assert summary.status is Status.PENDING
@@ -541,9 +555,7 @@ class ExecutionQueueContract:
     def test_release_of_a_claim_no_longer_held_raises_claim_lost_and_changes_nothing(
         self, compozy_store: Store
     ) -> None:
-        wf = _pending(compozy_store, "rel-x", 0)
-        task(compozy_store, wf, task_id="running", status=Status.RUNNING)
-        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        claim = _claimed(compozy_store, "rel-x", tasks={"running": Status.RUNNING})
         compozy_store.queue.release(claim)
         (again,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
         compozy_store.tasks.upsert_state(
@@ -566,9 +578,7 @@ class ExecutionQueueContract:
     def test_every_way_of_losing_a_claim_raises_claim_lost_naming_the_execution(
         self, compozy_store: Store, how: str, operation: str
     ) -> None:
-        wf = _pending(compozy_store, "lost-exec", 0)
-        task(compozy_store, wf, task_id="running", status=Status.RUNNING)
-        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        claim = _claimed(compozy_store, "lost-exec", tasks={"running": Status.RUNNING})
         if how == "missing":
             claim = dataclasses.replace(claim, workflow_exec_id="gone-exec")
         elif how == "terminal":
@@ -601,18 +611,16 @@ class ExecutionQueueContract:
     def test_abort_ends_the_execution_and_only_its_unfinished_tasks(
         self, compozy_store: Store
     ) -> None:
-        wf = _pending(compozy_store, "x", 0)
-        other = _pending(compozy_store, "other", 1)
-        for task_id, status in (
-            ("pending", Status.PENDING),
-            ("running", Status.RUNNING),
-            ("waiting", Status.WAITING),
-            ("paused", Status.PAUSED),
-        ):
-            task(compozy_store, wf, task_id=task_id, status=status)
+        unfinished = {
+            "pending": Status.PENDING,
+            "running": Status.RUNNING,
+            "waiting": Status.WAITING,
+            "paused": Status.PAUSED,
+        }
+        wf = _pending(compozy_store, "x", 0, tasks=unfinished)
+        _pending(compozy_store, "other", 1, tasks={"elsewhere": Status.RUNNING})
         task(compozy_store, wf, task_id="done", status=Status.SUCCESS, output={"kept": 1})
         task(compozy_store, wf, task_id="failed", status=Status.FAILED, error={"message": "own"})
-        task(compozy_store, other, task_id="elsewhere", status=Status.RUNNING)
         claim, _ = compozy_store.queue.claim("w1", limit=2, lease=LEASE)
         error = {"message": "deadline passed", "code": "TIMEOUT"}
         compozy_store.queue.abort(claim, Status.TIMED_OUT, error)
@@ -636,9 +644,7 @@ class ExecutionQueueContract:
     def test_abort_needs_a_terminal_status_and_a_held_claim_and_changes_nothing_otherwise(
         self, compozy_store: Store
     ) -> None:
-        wf = _pending(compozy_store, "abort-x", 0)
-        task(compozy_store, wf, task_id="running", status=Status.RUNNING)
-        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        claim = _claimed(compozy_store, "abort-x", tasks={"running": Status.RUNNING})
         for not_terminal in (Status.RUNNING, Status.PENDING, Status.WAITING):
             with pytest.raises(ValidationError, match="status"):
                 compozy_store.queue.abort(claim, not_terminal, {"message": "no"})
@@ -654,8 +660,7 @@ class ExecutionQueueContract:
     def test_request_cancel_of_an_unclaimed_pending_execution_cancels_it_at_once(
         self, compozy_store: Store
     ) -> None:
-        wf = _pending(compozy_store, "x", 0)
-        task(compozy_store, wf, task_id="queued", status=Status.PENDING)
+        _pending(compozy_store, "x", 0, tasks={"queued": Status.PENDING})
         canceled = compozy_store.queue.request_cancel("x")
         assert canceled.status is Status.CANCELED
         assert canceled.error is not None
@@ -668,9 +673,7 @@ class ExecutionQueueContract:
     def test_request_cancel_of_a_claimed_execution_marks_it_for_its_worker(
         self, compozy_store: Store
     ) -> None:
-        wf = _pending(compozy_store, "x", 0)
-        task(compozy_store, wf, task_id="running", status=Status.RUNNING)
-        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        claim = _claimed(compozy_store, "x", tasks={"running": Status.RUNNING})
         marked = compozy_store.queue.request_cancel("x")
         assert (marked.status, marked.error) == (Status.RUNNING, None)
         assert marked.tasks["running"].status is Status.RUNNING
@@ -709,8 +712,7 @@ class ExecutionQueueContract:
     def test_request_cancel_of_a_claimed_waiting_execution_marks_it(
         self, compozy_store: Store
     ) -> None:
-        _pending(compozy_store, "x", 0)
-        (claim,) = compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        claim = _claimed(compozy_store, "x")
         with compozy_store.transaction() as tx:
             tx.queue.fence(claim, exclusive=True)
             tx.workflows.update_status("x", Status.WAITING)
@@ -719,8 +721,7 @@ class ExecutionQueueContract:
         assert _summary(compozy_store, "x").cancel_requested_at is not None
 
     def test_request_cancel_again_keeps_the_first_request_time(self, compozy_store: Store) -> None:
-        _pending(compozy_store, "x", 0)
-        compozy_store.queue.claim("w1", limit=1, lease=LEASE)
+        _claimed(compozy_store, "x")
         first = compozy_store.queue.request_cancel("x")
         requested = _summary(compozy_store, "x").cancel_requested_at
         assert requested is not None
@@ -737,8 +738,7 @@ class ExecutionQueueContract:
     def test_request_cancel_of_an_unclaimed_execution_ends_it_and_its_tasks_with_canceled(
         self, compozy_store: Store
     ) -> None:
-        wf = _pending(compozy_store, "x", 0)
-        task(compozy_store, wf, task_id="queued", status=Status.PENDING)
+        wf = _pending(compozy_store, "x", 0, tasks={"queued": Status.PENDING})
         task(compozy_store, wf, task_id="done", status=Status.SUCCESS, output={"o": 1})
         before = compozy_store.workflows.get_state("x")
         time.sleep(0.002)
@@ -766,8 +766,7 @@ class ExecutionQueueContract:
     def test_updated_at_moves_forward_on_claim_release_request_cancel_and_abort(
         self, compozy_store: Store
     ) -> None:
-        wf = _pending(compozy_store, "x", 0)
-        task(compozy_store, wf, task_id="running", status=Status.RUNNING)
+        _pending(compozy_store, "x", 0, tasks={"running": Status.RUNNING})
 
         def stamps() -> tuple[datetime, datetime]:
             state = compozy_store.workflows.get_state("x")
