@@ -6,7 +6,13 @@ from typing import Annotated
 
 import typer
 
-from compozy.cli.runtime import ConfigFlags, config_options, missing_sqlite_file, unmigrated_store
+from compozy.cli.runtime import (
+    ConfigFlags,
+    config_options,
+    missing_sqlite_file,
+    refuse_missing_sqlite_file,
+    unmigrated_store,
+)
 from compozy.errors import ValidationError
 from compozy.store import Store, migrations
 from compozy.store.migrations import MigrationStatus
@@ -72,9 +78,7 @@ def down(
             "migrate down needs exactly one of --to REV or --steps N; pass one of them"
         )
     config = flags.load().database
-    missing = missing_sqlite_file(config)
-    if missing is not None:
-        raise ValidationError(f"there is no SQLite database at {missing}, so nothing to revert")
+    refuse_missing_sqlite_file(config, "revert")
     with unmigrated_store(config) as store:
         before = migrations.status(store)
         _report(store, before, migrations.downgrade(store, to=to, steps=steps))

@@ -16,6 +16,7 @@ import typer
 
 from compozy.config import Config, DatabaseConfig, load_config
 from compozy.engine import Engine, WorkflowDefinition, load_definitions
+from compozy.errors import ValidationError
 from compozy.store import Store, open_store
 
 ConfigFile = Annotated[
@@ -104,6 +105,14 @@ def missing_sqlite_file(config: DatabaseConfig) -> str | None:
     """The path of a SQLite database file that does not exist yet (opening would create it)."""
     path = config.sqlite_file
     return None if path is None or path.exists() else str(path)
+
+
+def refuse_missing_sqlite_file(config: DatabaseConfig, action: str) -> None:
+    """``ValidationError`` before a command that only reads or reverts a database would
+    create an empty SQLite file: "there is no SQLite database at PATH, so nothing to ACTION"."""
+    missing = missing_sqlite_file(config)
+    if missing is not None:
+        raise ValidationError(f"there is no SQLite database at {missing}, so nothing to {action}")
 
 
 @contextmanager

@@ -12,9 +12,14 @@ from typing import Annotated
 
 import typer
 
-from compozy.cli.runtime import ConfigFlags, config_options, missing_sqlite_file, unmigrated_store
+from compozy.cli.runtime import (
+    ConfigFlags,
+    config_options,
+    missing_sqlite_file,
+    refuse_missing_sqlite_file,
+    unmigrated_store,
+)
 from compozy.config import MEMORY_PATH
-from compozy.errors import ValidationError
 from compozy.transfer import (
     TransferSummary,
     backup,
@@ -86,9 +91,7 @@ def export_command(
 ) -> None:
     """Write every row of the database to one export stream (stdout by default)."""
     config = flags.load().database
-    missing = missing_sqlite_file(config)
-    if missing is not None:
-        raise ValidationError(f"there is no SQLite database at {missing}, so nothing to export")
+    refuse_missing_sqlite_file(config, "export")
     line = _progress_line("export", progress)
     with unmigrated_store(config) as store, open_output(output) as out:
         try:
@@ -155,9 +158,7 @@ def backup_command(
 ) -> None:
     """Copy a SQLite database to DEST while servers keep using it (PostgreSQL: use pg_dump)."""
     config = flags.load().database
-    missing = missing_sqlite_file(config)
-    if missing is not None:
-        raise ValidationError(f"there is no SQLite database at {missing}, so nothing to back up")
+    refuse_missing_sqlite_file(config, "back up")
     with unmigrated_store(config) as store:
         written = backup(store, dest)
     typer.echo(f"backed up {store.describe()} to {written}")

@@ -109,6 +109,13 @@ def _export(store: Store) -> tuple[TransferSummary, list[str]]:
     return summary, out.getvalue().decode("utf-8").splitlines()
 
 
+def _exported(database: TestDatabase, executions: int) -> tuple[Store, TransferSummary, list[str]]:
+    """The test's store holding a project of ``executions``, and its export."""
+    source = database.store()
+    build_project(source, executions=executions)
+    return (source, *_export(source))
+
+
 def _import(store: Store, lines: list[str], **options: Any) -> TransferSummary:
     return import_data(store, io.BytesIO(("\n".join(lines) + "\n").encode("utf-8")), **options)
 
@@ -144,9 +151,7 @@ class TransferContract:
     def test_the_header_and_trailer_describe_the_rows(
         self, compozy_database: TestDatabase, target: Store
     ) -> None:
-        source = compozy_database.store()
-        build_project(source, executions=2)
-        summary, lines = _export(source)
+        source, summary, lines = _exported(compozy_database, 2)
         header, trailer = json.loads(lines[0]), json.loads(lines[-1])["trailer"]
         assert header["driver"] == source.driver
         assert {t["name"]: t["rows"] for t in header["tables"]} == {
@@ -173,9 +178,7 @@ class TransferContract:
     def test_a_target_with_rows_is_refused_unless_replace(
         self, compozy_database: TestDatabase, target: Store
     ) -> None:
-        source = compozy_database.store()
-        build_project(source, executions=1)
-        _, lines = _export(source)
+        source, _, lines = _exported(compozy_database, 1)
         _import(target, lines)
         target.workflows.update_status(
             target.workflows.list_states()[0].workflow_exec_id, Status.FAILED
@@ -190,9 +193,7 @@ class TransferContract:
     def test_a_dry_run_checks_everything_and_writes_nothing(
         self, compozy_database: TestDatabase, target: Store
     ) -> None:
-        source = compozy_database.store()
-        build_project(source, executions=1)
-        _, lines = _export(source)
+        _, _, lines = _exported(compozy_database, 1)
         summary = _import(target, lines, dry_run=True)
         assert summary.rows == 1 + 3 + 2 + 2
         assert target.health().revision is None  # not even migrated
