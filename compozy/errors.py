@@ -17,6 +17,7 @@ __all__ = [
     "DuplicateKey",
     "EmailExists",
     "ExecutionFinished",
+    "LastAdmin",
     "NotFoundError",
     "StoreBusy",
     "StoreUnavailable",
@@ -66,6 +67,10 @@ class AlreadyBootstrapped(ConflictError):
 
 class DuplicateKey(ConflictError):
     """An API key with this id, prefix or fingerprint exists already."""
+
+
+class LastAdmin(ConflictError):
+    """The change would leave no admin, or no admin with an API key: nobody could manage users."""
 
 
 class ConstraintViolation(CompozyError):
