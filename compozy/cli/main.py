@@ -6,21 +6,18 @@ Errors a user can cause (a bad flag, config, value or path, an unreachable datab
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
+import typer.main
 
 from compozy import __version__
-from compozy.cli.executions import executions_app
-from compozy.cli.init import init
-from compozy.cli.migrate import migrate_app
-from compozy.cli.run import run
-from compozy.cli.start import start
-from compozy.cli.transfer import backup_command, export_command, import_command
-from compozy.cli.worker import worker
-from compozy.errors import CompozyError
+from compozy.errors import CompozyError, ValidationError
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "app", "main"]
 
@@ -30,22 +27,81 @@ _EXIT_ABORTED = 1
 _PROG_NAME = "compozy"
 _LOGGER_NAME = "compozy"
 
+_COMPLETE_VAR = "_COMPOZY_COMPLETE"  # set by the script `compozy completion SHELL` prints
+
+# Each command's module is imported when that command runs (or --help lists it), so that
+# `compozy --version` and shell completion of a command name do not load SQLAlchemy, FastAPI
+# and the engine. A new command goes here: its name -> (module, the function or Typer app).
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("compozy.cli.init", "init"),
+    "run": ("compozy.cli.run", "run"),
+    "start": ("compozy.cli.start", "start"),
+    "worker": ("compozy.cli.worker", "worker"),
+    "export": ("compozy.cli.transfer", "export_command"),
+    "import": ("compozy.cli.transfer", "import_command"),
+    "backup": ("compozy.cli.transfer", "backup_command"),
+    "migrate": ("compozy.cli.migrate", "migrate_app"),
+    "executions": ("compozy.cli.executions", "executions_app"),
+}
+
+
+class _LazyGroup(typer.core.TyperGroup):
+    """The root group: builds a command from ``_COMMANDS`` the first time it is asked for."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted({*self.commands, *_COMMANDS})
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in _COMMANDS:
+            self.add_command(_load_command(cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+def _load_command(name: str) -> Any:
+    module, attribute = _COMMANDS[name]
+    found = getattr(importlib.import_module(module), attribute)
+    if isinstance(found, typer.Typer):
+        group = typer.main.get_group(found)
+        group.name = name
+        return group
+    single = typer.Typer(add_completion=False, context_settings=app.info.context_settings)
+    single.command(name)(found)
+    return typer.main.get_command(single)
+
+
 app = typer.Typer(
     name=_PROG_NAME,
-    # Completion installers would edit the user's shell files; not this command's job.
+    cls=_LazyGroup,
+    # Completion installers would edit the user's shell files; `compozy completion SHELL`
+    # prints the script instead, for the user to put where their shell reads it.
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("init")(init)
-app.command("run")(run)
-app.command("start")(start)
-app.command("worker")(worker)
-app.command("export")(export_command)
-app.command("import")(import_command)
-app.command("backup")(backup_command)
-app.add_typer(migrate_app, name="migrate")
-app.add_typer(executions_app, name="executions")
+
+_SHELLS = ("bash", "zsh", "fish", "powershell")
+
+
+@app.command("completion")
+def completion(
+    shell: Annotated[
+        str, typer.Argument(metavar="|".join(_SHELLS), help="The shell to complete in.")
+    ],
+) -> None:
+    """Print the shell completion script for SHELL.
+
+    bash: compozy completion bash > ~/.local/share/bash-completion/completions/compozy;
+    zsh: compozy completion zsh > "${fpath[1]}/_compozy"; fish: compozy completion fish >
+    ~/.config/fish/completions/compozy.fish.
+    """
+    from typer._completion_shared import get_completion_script
+
+    if shell.lower() not in _SHELLS:
+        raise ValidationError(f"no completion for shell {shell!r}; choose {', '.join(_SHELLS)}")
+    script = get_completion_script(
+        prog_name=_PROG_NAME, complete_var=_COMPLETE_VAR, shell=shell.lower()
+    )
+    typer.echo(script)
 
 
 def _print_version(value: bool) -> None:
@@ -95,9 +151,19 @@ def _usage_message(exc: typer.TyperException) -> str:
 
 
 def _run(argv: list[str]) -> int:
+    if os.environ.get(_COMPLETE_VAR):
+        # A completion request from the script `compozy completion SHELL` printed: Typer's
+        # completion classes read what that script sends.
+        from typer._completion_classes import completion_init
+
+        completion_init()
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name=_PROG_NAME, standalone_mode=False)
+    except BrokenPipeError:
+        # The reader of stdout went away (`compozy ... | head -1`): what it wanted it had.
+        _silence_stdout()
+        return EXIT_OK
     except CompozyError as exc:
         _error(str(exc))
         return EXIT_ERROR
@@ -110,6 +176,18 @@ def _run(argv: list[str]) -> int:
         return EXIT_ERROR
     # Without standalone mode, click returns the exit code of --help, --version and typer.Exit.
     return result if isinstance(result, int) else EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of what is left in its
+    buffer does not fail on the closed pipe again (and print a traceback) at exit."""
+    try:
+        fileno = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # not a real file: pytest's capture
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fileno)
+    os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:
