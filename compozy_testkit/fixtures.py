@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from compozy_testkit.session import BACKENDS, STATE_KEY
+from compozy_testkit.session import BACKENDS, QUERIES_KEY, STATE_KEY
 
 if TYPE_CHECKING:
     from compozy.auth import AuthRepository
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from compozy.task import TaskRepository
     from compozy.workflow import WorkflowRepository
     from compozy_testkit.databases import Backend, TestDatabase, WorkerDatabases
+    from compozy_testkit.queries import QueryLog
 
 __all__ = [
     "api_key_factory",
@@ -31,6 +32,7 @@ __all__ = [
     "compozy_empty_database",
     "compozy_empty_database_on",
     "compozy_factories",
+    "compozy_queries",
     "compozy_store",
     "task_factory",
     "task_repo",
@@ -125,6 +127,19 @@ def compozy_empty_database_on(
 def compozy_store(compozy_database: TestDatabase) -> Store:
     """A migrated Store on the current backend, with no rows; wiped again after the test."""
     return compozy_database.store()
+
+
+@pytest.fixture
+def compozy_queries(request: pytest.FixtureRequest, compozy_store: Store) -> Iterator[QueryLog]:
+    """The SQL ``compozy_store`` sends during the test; ``with compozy_queries.assert_max(n):``
+    fails a block that sends more than ``n`` queries. A failed test lists them all."""
+    from compozy.store.recording import record_statements
+    from compozy_testkit.queries import QueryLog
+
+    with record_statements(compozy_store) as statements:
+        log = QueryLog(statements)
+        request.node.stash[QUERIES_KEY] = log.report
+        yield log
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from compozy_testkit.fixtures import _compozy_backend, _compozy_worker_databases
 from compozy_testkit.session import (
     BACKENDS,
     POSTGRES,
+    QUERIES_KEY,
     STATE_KEY,
     KitState,
     PostgresRun,
@@ -190,6 +191,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    listing = item.stash.get(QUERIES_KEY, None)
+    if listing is not None and report.failed and report.when == "call":
+        report.sections.append(("compozy queries", listing() or "(none)"))
     # Every "no PostgreSQL" skip is reported at one place, so pytest folds them all into one
     # summary line (it keeps parametrised tests' lines apart otherwise).
     longrepr = report.longrepr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,3 +122,5 @@ class KitState:
 
 STATE_KEY = pytest.StashKey[KitState]()
 """Where the plugin keeps the run's ``KitState`` in ``config.stash``."""
+QUERIES_KEY = pytest.StashKey[Callable[[], str]]()
+"""Where ``compozy_queries`` leaves, on the test item, how to list the statements it saw."""

@@ -284,3 +284,34 @@ def test_a_run_that_collects_no_postgres_test_starts_no_postgres(
     result.assert_outcomes(passed=1)
     assert not [line for line in result.stdout.lines if "ready in" in line]
     result.stdout.fnmatch_lines(["compozy postgres: started after collection, if *"])
+
+
+def test_a_query_budget_fails_with_the_statements_and_the_report_lists_them(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        from compozy.workflow import WorkflowState
+
+        def test_n_plus_one(compozy_store, compozy_queries):
+            ids = [
+                compozy_store.workflows.upsert_state(
+                    WorkflowState(workflow_id="wf", status="RUNNING")
+                ).workflow_exec_id
+                for _ in range(3)
+            ]
+            with compozy_queries.assert_max(2):
+                for exec_id in ids:  # one read per execution: an N+1
+                    compozy_store.workflows.get_state(exec_id)
+        """
+    )
+    result = pytester.runpytest_subprocess("--compozy-backend", "sqlite")
+    result.stdout.fnmatch_lines(
+        [
+            "*6 queries ran, over the budget of 2:",
+            "*  1. SELECT workflow_states.workflow_exec_id*",
+            "*- compozy queries -*",
+            "*INSERT INTO workflow_states*",
+        ]
+    )
+    assert result.ret == 1
