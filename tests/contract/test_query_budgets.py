@@ -57,10 +57,7 @@ def test_a_task_tree_is_one_query_whatever_its_size(
     compozy_store: Store, compozy_queries: QueryLog
 ) -> None:
     (wf,) = _executions(compozy_store, 1, 40)
-    top = compozy_store.tasks.list_states()[0]
-    root = (
-        top if top.parent_state_id is None else compozy_store.tasks.get_state(top.parent_state_id)
-    )
+    root = compozy_store.tasks.list_tasks_in_workflow(wf.workflow_exec_id)["top"]
     with compozy_queries.assert_max(1):
         tree = compozy_store.tasks.get_task_tree(root.task_exec_id)
     assert len(tree) == 40
