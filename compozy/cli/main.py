@@ -19,7 +19,7 @@ import typer.main
 from compozy import __version__
 from compozy.errors import CompozyError, ValidationError
 
-__all__ = ["EXIT_ERROR", "EXIT_OK", "app", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_OK", "app", "main", "silence_stdout"]
 
 EXIT_OK = 0
 EXIT_ERROR = 2  # the input was wrong: a flag, the config, a value, a path or the database
@@ -162,7 +162,7 @@ def _run(argv: list[str]) -> int:
         result = command.main(args=argv, prog_name=_PROG_NAME, standalone_mode=False)
     except BrokenPipeError:
         # The reader of stdout went away (`compozy ... | head -1`): what it wanted it had.
-        _silence_stdout()
+        silence_stdout()
         return EXIT_OK
     except CompozyError as exc:
         _error(str(exc))
@@ -178,7 +178,7 @@ def _run(argv: list[str]) -> int:
     return result if isinstance(result, int) else EXIT_OK
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """Point stdout at /dev/null, so the interpreter's final flush of what is left in its
     buffer does not fail on the closed pipe again (and print a traceback) at exit."""
     try:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from compozy.cli.main import silence_stdout
 from compozy.cli.runtime import ConfigFlags, config_options, open_runtime
 from compozy.cli.serving import EXIT_INTERRUPTED, Stopper
 from compozy.core import Status
@@ -24,17 +26,40 @@ EXIT_FAILED = 1
 _CANCEL_WAIT = 1.0
 
 
+def _read_input(text: str) -> str:
+    """The JSON that ``--input`` names: itself, ``@FILE``'s content, or stdin for ``-``."""
+    if text == "-":
+        return sys.stdin.read()
+    if not text.startswith("@"):
+        return text
+    path = Path(text[1:]).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValidationError(f"--input {text}: there is no file {path}") from None
+    except IsADirectoryError:
+        raise ValidationError(f"--input {text}: {path} is a directory, not a JSON file") from None
+    except UnicodeDecodeError:
+        raise ValidationError(f"--input {text}: {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ValidationError(f"--input {text}: cannot read {path} ({exc.strerror})") from None
+
+
 def _parse_input(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
+    source = "stdin" if text == "-" else text[1:] if text.startswith("@") else None
+    what = "--input" if source is None else f"the --input read from {source}"
     try:
-        value = json.loads(text)
+        value = json.loads(_read_input(text))
     except json.JSONDecodeError as exc:
         raise ValidationError(
-            f"--input is not valid JSON ({exc.msg} at character {exc.pos})"
+            f"{what} is not valid JSON ({exc.msg} at character {exc.pos})"
         ) from None
+    except RecursionError:
+        raise ValidationError(f"{what} is nested too deeply to read") from None
     if not isinstance(value, dict):
-        raise ValidationError('--input must be a JSON object, such as \'{"name": "Ada"}\'')
+        raise ValidationError(f'{what} must be a JSON object, such as \'{{"name": "Ada"}}\'')
     return value
 
 
@@ -72,7 +97,12 @@ def run(
     workflow_id: Annotated[str, typer.Argument(metavar="WORKFLOW_ID", help="Workflow to run.")],
     input_json: Annotated[
         str | None,
-        typer.Option("--input", metavar="JSON", help="Execution input, a JSON object."),
+        typer.Option(
+            "--input",
+            metavar="JSON|@FILE|-",
+            help="Execution input, a JSON object: the JSON itself, @FILE to read it from a "
+            "file, or - to read it from stdin.",
+        ),
     ] = None,
     *,
     flags: ConfigFlags,
@@ -109,12 +139,16 @@ def run(
         if failure:
             raise failure[0]
         state = runtime.store.workflows.get_state(exec_id)
-        typer.echo(f"execution: {state.workflow_exec_id}")
-        typer.echo(f"status:    {state.status.value}")
-        typer.echo("output:    " + json.dumps(state.output, indent=2, ensure_ascii=False))
-        if state.error:
-            typer.echo("error:     " + json.dumps(state.error, ensure_ascii=False))
-        _print_tree(runtime.store, state)
-    sys.stdout.flush()
+        try:
+            typer.echo(f"execution: {state.workflow_exec_id}")
+            typer.echo(f"status:    {state.status.value}")
+            typer.echo("output:    " + json.dumps(state.output, indent=2, ensure_ascii=False))
+            if state.error:
+                typer.echo("error:     " + json.dumps(state.error, ensure_ascii=False))
+            _print_tree(runtime.store, state)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped reading (`| head -1`); the exit code still tells the outcome.
+            silence_stdout()
     if state.status is not Status.SUCCESS:
         raise typer.Exit(EXIT_FAILED)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -157,3 +161,102 @@ def test_run_uses_the_database_the_flags_name(
     [state] = store.workflows.list_states()
     assert (state.workflow_id, state.status) == ("ok", Status.SUCCESS)
     assert state.tasks["only"].output == {"n": 1}
+
+
+ECHO_NAME = """\
+id: named
+tasks:
+  - {id: say, tool: format, with: {template: "{{ input.name }}"}}
+outputs:
+  said: "{{ tasks.say.output.text }}"
+"""
+
+
+def _compozy(
+    config: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m compozy ARGS --config CONFIG` in a child process, with no DB_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
+    return subprocess.run(
+        [sys.executable, "-m", "compozy", *args, "--config", str(config)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_input_is_read_from_a_file_with_at(tmp_path: Path) -> None:
+    config = _project(tmp_path / "p", {"named": ECHO_NAME})
+    (tmp_path / "input.json").write_text('{"name": "from a file"}')
+
+    result = _compozy(config, "run", "named", "--input", f"@{tmp_path / 'input.json'}")
+
+    assert result.returncode == 0, result.stderr
+    assert '"said": "from a file"' in result.stdout
+
+
+def test_input_is_read_from_stdin_with_a_dash(tmp_path: Path) -> None:
+    config = _project(tmp_path / "p", {"named": ECHO_NAME})
+
+    result = _compozy(config, "run", "named", "--input", "-", stdin='{"name": "piped"}\n')
+
+    assert result.returncode == 0, result.stderr
+    assert '"said": "piped"' in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "content", "message"),
+    [
+        ("@missing.json", None, "--input @missing.json: there is no file missing.json"),
+        ("@.", None, "is a directory, not a JSON file"),
+        ("@bad.json", "{nope", "the --input read from bad.json is not valid JSON"),
+        ("@list.json", "[1, 2]", "the --input read from list.json must be a JSON object"),
+        ("@deep.json", "[" * 5000 + "]" * 5000, "is nested too deeply"),
+        ("-", "", "the --input read from stdin is not valid JSON"),
+    ],
+)
+def test_bad_input_files_are_one_error_line(
+    cli: Cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str,
+    content: str | None,
+    message: str,
+) -> None:
+    config = _project(tmp_path / "p", {"named": ECHO_NAME})
+    monkeypatch.chdir(tmp_path)
+    if value.startswith("@") and content is not None:
+        (tmp_path / value[1:]).write_text(content)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(content or ""))
+
+    result = cli("run", "named", "--config", str(config), "--input", value)
+
+    assert message in assert_one_error_line(result)
+    with open_store(load_config(config).database) as store:
+        assert store.workflows.list_states() == []
+
+
+def test_a_reader_that_stops_reading_ends_the_run_with_its_exit_code(tmp_path: Path) -> None:
+    """`compozy run ... | head -1`: no BrokenPipeError traceback, exit 0 on SUCCESS, 1 on
+    FAILED, even though stdout was closed before anything was printed."""
+    config = _project(tmp_path / "p", {"named": ECHO_NAME, "broken": FAILING})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
+    ada = ["--input", '{"name": "Ada"}']
+    for workflow, expected in (("named", 0), ("broken", 1)):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "compozy", "run", workflow, "--config", str(config), *ada],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert process.stdout is not None
+        process.stdout.close()  # before the first line: every write to stdout fails
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == expected, err
+        assert "Traceback" not in err
+        assert "BrokenPipe" not in err
+        assert f"running {workflow}" in err  # stderr (progress) still works
