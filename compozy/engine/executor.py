@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from compozy.core import Component, Status
 from compozy.core.values import check_json_object, utc_now
 from compozy.engine.definitions import TaskDefinition, WorkflowDefinition, route_key
-from compozy.engine.templates import TemplateFailure, Templates
+from compozy.engine.templates import FinishedTasks, TemplateFailure, Templates
 from compozy.engine.tools import resolve_tool, tool_outcome
 from compozy.errors import ValidationError
 from compozy.task import TaskFilter, TaskState
@@ -387,7 +387,7 @@ class WorkflowRun:
 
     def _context(self, scope: _Scope) -> dict[str, Any]:
         with self._lock:
-            finished = dict(self._finished)
+            finished = FinishedTasks(self._finished)
         context: dict[str, Any] = {
             "input": self._input,
             "tasks": finished,

@@ -19,7 +19,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ["TemplateFailure", "Templates", "has_template_syntax"]
+__all__ = ["FinishedTasks", "TemplateFailure", "Templates", "has_template_syntax"]
 
 # Lazy, and anchored at both ends, so a `}}` inside a string literal stays in the capture;
 # the parse check in `_compile` decides whether the capture really is one expression.
@@ -47,10 +47,38 @@ def _shown(source: str) -> str:
     return repr(text)
 
 
+class FinishedTasks(dict[str, Any]):
+    """``tasks`` in a template: task id -> ``{"output", "status", "error"}``.
+
+    ``tasks.<id>`` only ever looks up a task: an id such as ``copy``, ``items`` or ``keys`` is
+    the task, not the dict method, and an id that has not finished is an error that says so.
+    """
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """Immutable sandbox that also bounds repetition and exponentiation."""
+    """Immutable sandbox that also bounds repetition and exponentiation, and where a
+    mapping's key wins over a method of the same name (``input.items`` is the key)."""
 
     intercepted_binops = frozenset({"*", "**"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, FinishedTasks):
+            if attribute in obj:
+                return obj[attribute]
+            return self.undefined(
+                f"no task {attribute!r} has finished (yet): tasks.<id> reads only the tasks "
+                "that finished before this template runs",
+                obj=obj,
+                name=attribute,
+            )
+        if isinstance(obj, Mapping) and isinstance(attribute, str) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, FinishedTasks) and isinstance(argument, str) and argument not in obj:
+            return self.getattr(obj, argument)  # the same message as tasks.<id>
+        return super().getitem(obj, argument)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and _huge_power(left, right):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from compozy.core import DEFAULT_PAGE_SIZE, ExecutionType, Page, Status, new_id
+from compozy.core import DEFAULT_PAGE_SIZE, Page, Status, new_id
 from compozy.core.values import (
     check_enum,
     check_id,
@@ -216,10 +216,14 @@ def complete(
 ) -> WorkflowState:
     """Apply the completion rules to a non-terminal ``state`` (with all its tasks) given its
     top-level tasks, and return it: ``WorkflowNotReady`` (nothing changed) while any of them
-    runs; FAILED if any failed, else SUCCESS; the default output over all tasks, or the
-    transformer's (``{}`` for None). A transformer that raises leaves FAILED with the default
-    output and ``{"message", "code": OUTPUT_TRANSFORMATION_FAILED}``; it gets a deep copy, so
-    what it does to its argument is not stored. A store persists the result."""
+    runs; FAILED if any failed, else SUCCESS.
+
+    The output: the transformer's (``{}`` for None) when one is given; else, on SUCCESS, the
+    default output (``default_output``); on FAILED, None, since the error says what happened.
+    A transformer that raises leaves FAILED, output None and
+    ``{"message", "code": OUTPUT_TRANSFORMATION_FAILED}``; it gets a deep copy (its
+    ``output`` is the default output), so what it does to its argument is not stored. A store
+    persists the result."""
     running = sorted(t.task_exec_id for t in top_level if t.status.is_running)
     if running:
         raise WorkflowNotReady(
@@ -228,30 +232,28 @@ def complete(
         )
     failed = any(t.status.is_failed for t in top_level)
     state.status = Status.FAILED if failed else Status.SUCCESS
-    state.output = default_output(state.tasks)
+    state.output = default_output(top_level)
     if transformer is None:
+        if failed:
+            state.output = None
         return state
     try:
         output = transformer(copy.deepcopy(state))
         state.output = check_json_object(output, "transformed output") or {}
     except Exception as exc:  # noqa: BLE001 - a failing transformer is recorded, not raised
         state.status = Status.FAILED
-        state.output = default_output(state.tasks)
+        state.output = None
         state.error = {"message": str(exc) or type(exc).__name__, "code": TRANSFORM_FAILED}
     return state
 
 
-def default_output(tasks: dict[str, TaskState]) -> dict[str, Any]:
-    """``{task_id: {"output", "parent_state_id"?, "execution_type"?: "parallel"}}``."""
-    output: dict[str, Any] = {}
-    for task_id, task in tasks.items():
-        entry: dict[str, Any] = {"output": task.output}
-        if task.parent_state_id is not None:
-            entry["parent_state_id"] = task.parent_state_id
-        if task.execution_type is ExecutionType.PARALLEL:
-            entry["execution_type"] = ExecutionType.PARALLEL.value
-        output[task_id] = entry
-    return output
+def default_output(top_level: list[TaskState]) -> dict[str, Any]:
+    """``{task_id: output}`` of the top-level tasks: the output of a workflow without output
+    templates. A container's output holds its children's (a collection's ``results`` in item
+    order), so nothing is lost to children sharing a task id, and no row field (ids, parents,
+    types) leaks in. Two top-level states of one task id: the latest created counts."""
+    ordered = sorted(top_level, key=lambda t: (t.created_at is None, t.created_at, t.task_exec_id))
+    return {task.task_id: task.output for task in ordered}
 
 
 class ExecutionQueue(Protocol):

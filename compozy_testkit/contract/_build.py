@@ -64,7 +64,7 @@ def parallel(
     status: Status = Status.RUNNING,
     **fields: Any,
 ) -> TaskState:
-    """Store and return a PARALLEL task of ``wf`` (the workflow's default output marks it)."""
+    """Store and return a PARALLEL task of ``wf``."""
     return task(store, wf, task_id, status, execution_type=ExecutionType.PARALLEL, **fields)
 
 

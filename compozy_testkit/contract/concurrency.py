@@ -196,7 +196,8 @@ def _assert_completes_once_parent_is_done(store: Store, job: _Job, refused: list
     assert (done.status, stored.status) == (Status.SUCCESS, Status.SUCCESS), (done, stored)
     children = {t.task_id for t in store.tasks.list_children(parent.task_exec_id)}
     assert len(children) == workers * job.rounds, f"{len(children)} children"
-    assert set(stored.output or {}) == {parent.task_id, *children}, stored.output
+    assert set(stored.tasks) == {parent.task_id, *children}, sorted(stored.tasks)
+    assert stored.output == {parent.task_id: parent.output}, stored.output
     assert stored.usage == _spent_times(workers * job.rounds), stored.usage
 
 
@@ -328,7 +329,7 @@ class ConcurrencyContract:
         )
         assert all(not isinstance(o, BaseException) for o in outcomes)
         assert {(o.status, str(o.output)) for o in outcomes} == {  # type: ignore[union-attr]
-            (Status.SUCCESS, str({"only": {"output": {"v": 1}}}))
+            (Status.SUCCESS, str({"only": {"v": 1}}))
         }
 
     def test_concurrent_initial_admin_creation_makes_exactly_one_admin(

@@ -209,18 +209,19 @@ class WorkflowRepositoryContract:
         task(compozy_store, wf, task_id="a", status=Status.SUCCESS, output={"x": 1})
         done = _completed(compozy_store, wf)
         assert done.status is Status.SUCCESS
-        assert done.output == {"a": {"output": {"x": 1}}}
+        assert done.output == {"a": {"x": 1}}
 
     @pytest.mark.parametrize("failed", [Status.FAILED, Status.TIMED_OUT, Status.CANCELED])
     def test_complete_workflow_fails_when_a_top_level_task_is_in_the_failed_set(
         self, compozy_store: Store, failed: Status
     ) -> None:
+        # A failed execution has no output (its error says what happened), not the outputs
+        # of the tasks that did finish.
         wf = workflow(compozy_store)
-        task(compozy_store, wf, task_id="ok", status=Status.SUCCESS)
+        task(compozy_store, wf, task_id="ok", status=Status.SUCCESS, output={"x": 1})
         task(compozy_store, wf, task_id="bad", status=failed)
-        assert compozy_store.workflows.complete_workflow(wf.workflow_exec_id).status is (
-            Status.FAILED
-        )
+        done = _completed(compozy_store, wf)
+        assert (done.status, done.output) == (Status.FAILED, None)
 
     @pytest.mark.parametrize(
         ("parent_type", "child_status"),
@@ -262,21 +263,21 @@ class WorkflowRepositoryContract:
         assert again == before
         assert compozy_store.workflows.complete_workflow(wf.workflow_exec_id) == before
 
-    def test_complete_workflow_default_output_covers_every_task_with_parent_and_parallel_marks(
+    def test_complete_workflow_default_output_is_each_top_level_task_output_by_task_id(
         self, compozy_store: Store
     ) -> None:
+        # Children are left out (their container's output holds theirs), and so is every
+        # row field: no parent ids, no execution types.
         wf = workflow(compozy_store)
-        fan, _leaf = chain(
+        chain(
             compozy_store,
             wf,
-            ("fan", Status.SUCCESS, ExecutionType.PARALLEL, {"n": 2}),
-            ("leaf", Status.SUCCESS, ExecutionType.BASIC, None),
+            ("fan", Status.SUCCESS, ExecutionType.PARALLEL, {"results": [{"v": 1}]}),
+            ("leaf", Status.SUCCESS, ExecutionType.BASIC, {"v": 1}),
         )
-        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
-        assert done.output == {
-            "fan": {"output": {"n": 2}, "execution_type": "parallel"},
-            "leaf": {"output": None, "parent_state_id": fan.task_exec_id},
-        }
+        task(compozy_store, wf, task_id="quiet", status=Status.SUCCESS, created_at=at(5))
+        done = _completed(compozy_store, wf)
+        assert done.output == {"fan": {"results": [{"v": 1}]}, "quiet": None}
 
     def test_complete_workflow_with_no_tasks_succeeds_with_empty_output(
         self, compozy_store: Store
@@ -318,7 +319,7 @@ class WorkflowRepositoryContract:
         ],
         ids=["with-message", "ValueError", "KeyError", "RuntimeError-empty"],
     )
-    def test_complete_workflow_transformer_failure_stores_failed_with_error_and_default_output(
+    def test_complete_workflow_transformer_failure_stores_failed_with_error_and_no_output(
         self, compozy_store: Store, exception: Exception, message: str
     ) -> None:
         wf = workflow(compozy_store)
@@ -331,10 +332,7 @@ class WorkflowRepositoryContract:
         done = _completed(compozy_store, wf, broken)
         assert done.status is Status.FAILED
         assert done.error == {"message": message, "code": "OUTPUT_TRANSFORMATION_FAILED"}
-        assert done.output == {
-            "a": {"output": {"x": 1}},
-            "fan": {"output": {"n": 2}, "execution_type": "parallel"},
-        }
+        assert done.output is None
 
     def test_complete_workflow_transformer_returning_unstorable_output_is_a_failure(
         self, compozy_store: Store
@@ -364,9 +362,9 @@ class WorkflowRepositoryContract:
             raise RuntimeError("after meddling")
 
         done = _completed(compozy_store, wf, meddle)
-        assert seen == [{"a": {"output": {"nested": {"k": 1}}}}]
+        assert seen == [{"a": {"nested": {"k": 1}}}]
         assert done.status is Status.FAILED
-        assert done.output == {"a": {"output": {"nested": {"k": 1}}}}
+        assert done.output is None
         assert done.error == {"message": "after meddling", "code": "OUTPUT_TRANSFORMATION_FAILED"}
         assert done.input == {"deep": {"k": 1}}
         assert done.tasks["a"].output == {"nested": {"k": 1}}
@@ -407,29 +405,40 @@ class WorkflowRepositoryContract:
         assert stored.updated_at == done.updated_at
         assert stored == done
 
-    def test_complete_workflow_default_output_marks_a_parallel_child_with_both_keys(
+    def test_complete_workflow_default_output_keeps_every_collection_child_result(
+        self, compozy_store: Store
+    ) -> None:
+        # Collection children share one task id: the default output must not keep only the
+        # last of them, nor name their parent.
+        wf = workflow(compozy_store)
+        items = task(
+            compozy_store,
+            wf,
+            "each",
+            Status.SUCCESS,
+            execution_type=ExecutionType.COLLECTION,
+            output={"results": [{"i": 0}, {"i": 1}]},
+        )
+        for i in range(2):
+            task(compozy_store, wf, "one", Status.SUCCESS, parent=items, output={"i": i})
+        done = _completed(compozy_store, wf)
+        assert done.status is Status.SUCCESS
+        assert done.output == {"each": {"results": [{"i": 0}, {"i": 1}]}}
+
+    def test_complete_workflow_default_output_takes_the_latest_of_a_repeated_top_level_id(
         self, compozy_store: Store
     ) -> None:
         wf = workflow(compozy_store)
-        outer, inner, _leaf = chain(
-            compozy_store,
-            wf,
-            ("outer", Status.SUCCESS, ExecutionType.PARALLEL, None),
-            ("inner", Status.FAILED, ExecutionType.PARALLEL, {"list": [1, "two"]}),
-            ("leaf", Status.SUCCESS, ExecutionType.BASIC, {"v": True}),
-        )
-        done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
-        assert done.status is Status.SUCCESS
-        assert done.output == {
-            "outer": {"output": None, "execution_type": "parallel"},
-            "inner": {
-                "output": {"list": [1, "two"]},
-                "parent_state_id": outer.task_exec_id,
-                "execution_type": "parallel",
-            },
-            "leaf": {"output": {"v": True}, "parent_state_id": inner.task_exec_id},
-        }
-        assert compozy_store.workflows.get_state(wf.workflow_exec_id).output == done.output
+        for index in (2, 0, 1):  # stored out of order; the latest created wins
+            task(
+                compozy_store,
+                wf,
+                "again",
+                Status.SUCCESS,
+                output={"n": index},
+                created_at=at(index),
+            )
+        assert _completed(compozy_store, wf).output == {"again": {"n": 2}}
 
     def test_complete_workflow_not_ready_names_every_running_top_level_task_in_order(
         self, compozy_store: Store

@@ -47,14 +47,37 @@ def test_outputs_templates_build_the_workflow_output(
     }
 
 
-def test_without_outputs_the_default_output_lists_every_task(
+def test_without_outputs_the_default_output_is_each_top_level_task_output(
     define: Define, make_engine: MakeEngine
 ) -> None:
-    engine = make_engine(define("id: w\ntasks: [{id: a, tool: echo, with: {x: 1}}]\n"))
+    engine = make_engine(
+        define(
+            """
+            id: w
+            tasks:
+              - {id: a, tool: echo, with: {x: 1}}
+              - id: each
+                type: collection
+                items: [1, 2, 3]
+                task: {id: one, tool: echo, with: {n: "{{ item }}"}}
+              - id: both
+                type: parallel
+                tasks:
+                  - {id: left, tool: echo, with: {side: l}}
+                  - {id: right, tool: echo, with: {side: r}}
+            """
+        )
+    )
 
     final = engine.run("w")
 
-    assert final.output == {"a": {"output": {"x": 1}}}
+    # Every collection child is there, in item order (not only the last), and no row field
+    # such as parent_state_id or execution_type is.
+    assert final.output == {
+        "a": {"x": 1},
+        "each": {"results": [{"n": 1}, {"n": 2}, {"n": 3}]},
+        "both": {"results": [{"side": "l"}, {"side": "r"}]},
+    }
 
 
 def test_failing_outputs_template_fails_the_workflow(
@@ -79,15 +102,16 @@ def test_failing_outputs_template_fails_the_workflow(
     assert final.tasks["a"].status is Status.SUCCESS
 
 
-def test_failed_workflow_keeps_the_default_output_and_the_task_error(
+def test_failed_workflow_has_no_output_and_the_task_error(
     define: Define, make_engine: MakeEngine
 ) -> None:
     engine = make_engine(
         define(
             """
             id: w
-            tasks: [{id: boom, tool: fail, with: {message: bad}}]
-            outputs: {text: "{{ tasks.boom.output.text }}"}
+            tasks:
+              - {id: fine, tool: echo, with: {x: 1}}
+              - {id: boom, tool: fail, with: {message: bad}}
             """
         )
     )
@@ -98,7 +122,8 @@ def test_failed_workflow_keeps_the_default_output_and_the_task_error(
     assert final.error is not None
     assert final.error["code"] == "TASK_FAILED"
     assert final.error["task_id"] == "boom"
-    assert final.output == {"boom": {"output": None}}
+    assert "bad" in final.error["message"]
+    assert final.output is None
 
 
 # --- input and unknown workflows ----------------------------------------------------------------

@@ -7,7 +7,10 @@ from typing import Any
 import jinja2
 import pytest
 
-from compozy.engine.templates import TemplateFailure, Templates
+from compozy.core import Status
+from compozy.engine.templates import FinishedTasks, TemplateFailure, Templates
+
+from .conftest import Define, MakeEngine
 
 CONTEXT: dict[str, Any] = {
     "input": {"names": ["a", "b"], "n": 3, "zip": "01234", "digits": "123", "user": {"x": 1}},
@@ -85,3 +88,51 @@ def test_check_reports_syntax_errors_and_accepts_plain_text(templates: Templates
     templates.check("{{ fine }}")
     with pytest.raises(jinja2.TemplateSyntaxError):
         templates.check("{{ broken ")
+
+
+@pytest.mark.parametrize("task_id", ["copy", "items", "keys", "values", "get", "update", "pop"])
+def test_task_ids_that_are_dict_method_names_find_the_task(
+    templates: Templates, task_id: str
+) -> None:
+    context = {"tasks": FinishedTasks({task_id: {"output": {"n": 1}}})}
+
+    assert templates.render(f"{{{{ tasks.{task_id}.output.n }}}}", context) == 1
+    assert templates.render(f"{{{{ tasks['{task_id}'].output }}}}", context) == {"n": 1}
+
+
+def test_an_unfinished_task_id_that_is_a_method_name_is_an_error_naming_it(
+    templates: Templates,
+) -> None:
+    with pytest.raises(TemplateFailure, match="no task 'copy' has finished"):
+        templates.render("{{ tasks.copy.output }}", {"tasks": FinishedTasks()})
+
+
+def test_a_mapping_key_wins_over_a_dict_method_of_the_same_name(templates: Templates) -> None:
+    context = {"input": {"items": [1, 2], "keys": "k"}}
+
+    assert templates.render("{{ input.items }}", context) == [1, 2]
+    assert templates.render("{{ input.keys | upper }}", context) == "K"
+    # Without such a key, the method is still there.
+    assert templates.render("{{ input.get('items') }}", context) == [1, 2]
+
+
+def test_a_workflow_whose_task_ids_are_method_names_runs(
+    define: Define, make_engine: MakeEngine
+) -> None:
+    engine = make_engine(
+        define(
+            """
+            id: methods
+            tasks:
+              - {id: copy, tool: echo, with: {v: 1}}
+              - {id: items, tool: echo, with: {v: "{{ tasks.copy.output.v + 1 }}"}}
+              - {id: keys, tool: echo, with: {v: "{{ tasks['items'].output.v + 1 }}"}}
+            outputs: {last: "{{ tasks.keys.output.v }}"}
+            """
+        )
+    )
+
+    final = engine.run("methods")
+
+    assert final.status is Status.SUCCESS, final.error
+    assert final.output == {"last": 3}
