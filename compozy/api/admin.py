@@ -31,13 +31,14 @@ def admin_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
     def delete_route(
         path: str, *, summary: str
     ) -> Callable[[DecoratedCallable], DecoratedCallable]:
-        # Both deletes answer 204 with no body, and 404 when there is nothing to delete.
+        # Both deletes answer 204 with no body, 404 when there is nothing to delete, and 409
+        # (LastAdmin) when the delete would leave no admin able to sign in.
         return router.delete(
             path,
             status_code=204,
             response_class=Response,
             summary=summary,
-            responses=error_responses(401, 403, 404, 422, 503),
+            responses=error_responses(401, 403, 404, 409, 422, 503),
         )
 
     @router.post(
@@ -62,7 +63,8 @@ def admin_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
 
     @delete_route("/users/{user_id}", summary="Delete a user and their API keys")
     def delete_user(user_id: IdPath) -> None:
-        """Delete the user; their keys go with them and stop working at once."""
+        """Delete the user; their keys go with them and stop working at once. 409 `LastAdmin`
+        for the only admin, or the admin who holds every admin key."""
         ctx.store.auth.delete_user(user_id)
 
     @router.post(
@@ -94,7 +96,8 @@ def admin_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
 
     @delete_route("/api-keys/{key_id}", summary="Delete an API key")
     def delete_api_key(key_id: IdPath) -> None:
-        """Delete the key; requests with it are refused from the next one on."""
+        """Delete the key; requests with it are refused from the next one on. 409 `LastAdmin`
+        for the last key that any admin holds: create another admin key first."""
         ctx.store.auth.delete_api_key(key_id)
 
     return router

@@ -112,11 +112,14 @@ class AuthRepository(Protocol):
         ...
 
     def update_user(self, user: User) -> User:
-        """Update email and role; ``UserNotFound``, ``EmailExists``."""
+        """Update email and role; ``UserNotFound``, ``EmailExists``, and ``LastAdmin`` for
+        demoting the only admin, or the admin who holds every admin key."""
         ...
 
-    def delete_user(self, user_id: str) -> None:
-        """Delete the user and their keys; ``UserNotFound``."""
+    def delete_user(self, user_id: str, *, force: bool = False) -> None:
+        """Delete the user and their keys; ``UserNotFound``. ``LastAdmin`` unless ``force``
+        when they are the only admin, or hold every admin key: someone must stay able to manage
+        users (checked and deleted in one transaction, so two racing deletes cannot both pass)."""
         ...
 
     def create_initial_admin_if_none(self, user: User) -> User:
@@ -149,6 +152,7 @@ class AuthRepository(Protocol):
         """Set last_used to now unless it is already later; ``APIKeyNotFound``."""
         ...
 
-    def delete_api_key(self, key_id: str) -> None:
-        """``APIKeyNotFound`` when missing."""
+    def delete_api_key(self, key_id: str, *, force: bool = False) -> None:
+        """``APIKeyNotFound`` when missing; ``LastAdmin`` unless ``force`` when it is the last
+        API key that any admin holds (checked and deleted in one transaction)."""
         ...

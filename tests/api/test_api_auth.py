@@ -81,7 +81,7 @@ def test_deleted_key_is_refused_at_once_even_though_it_was_cached(
     client: TestClient, admin: Any, compozy_store: Store
 ) -> None:
     assert client.get(EXECUTIONS, headers=admin.headers).status_code == 200  # now cached
-    compozy_store.auth.delete_api_key(admin.key.id)
+    compozy_store.auth.delete_api_key(admin.key.id, force=True)  # the only admin key
     _assert_unauthorized(client.get(EXECUTIONS, headers=admin.headers))
 
 

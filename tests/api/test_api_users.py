@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from compozy.auth import Role
-from compozy.errors import APIKeyNotFound, UserNotFound
+from compozy.errors import APIKeyNotFound, LastAdmin, UserNotFound
 from compozy.store import Store
 
 USERS = "/api/v0/users"
@@ -203,3 +204,106 @@ def test_bad_ids_in_admin_paths_are_422(client: TestClient, admin: Any, path: st
     response = client.request(method, path, headers=admin.headers)
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "RequestValidationError"
+
+
+# --- no lock-out: the last admin and the last admin key stay --------------------------------------
+
+
+def _assert_last_admin(response: Any, *words: str) -> None:
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["code"] == "LastAdmin"
+    for word in words:
+        assert word in error["message"]
+
+
+def test_the_only_admin_cannot_delete_their_last_key(
+    client: TestClient, admin: Any, compozy_store: Store
+) -> None:
+    response = client.delete(f"/api/v0/api-keys/{admin.key.id}", headers=admin.headers)
+
+    _assert_last_admin(response, admin.key.id, "last API key of an admin")
+    assert client.get(USERS, headers=admin.headers).status_code == 200  # still signed in
+    # With a second key, the first one goes.
+    created = client.post(f"{USERS}/{admin.user.id}/api-keys", headers=admin.headers).json()
+    assert (
+        client.delete(f"/api/v0/api-keys/{admin.key.id}", headers=admin.headers).status_code == 204
+    )
+    assert [k.id for k in compozy_store.auth.list_api_keys_by_user_id(admin.user.id)] == [
+        created["id"]
+    ]
+
+
+def test_the_only_admin_cannot_delete_themselves(
+    client: TestClient, admin: Any, member: Any, compozy_store: Store
+) -> None:
+    response = client.delete(f"{USERS}/{admin.user.id}", headers=admin.headers)
+
+    _assert_last_admin(response, admin.user.id, "only admin")
+    assert compozy_store.auth.get_user_by_id(admin.user.id) == admin.user
+    assert compozy_store.auth.get_api_key_by_id(admin.key.id).id == admin.key.id
+
+
+def test_an_admin_holding_every_admin_key_stays_until_another_admin_has_one(
+    client: TestClient, admin: Any, user_factory: Any, compozy_store: Store
+) -> None:
+    keyless = user_factory.create(role=Role.ADMIN)
+
+    refused = client.delete(f"{USERS}/{admin.user.id}", headers=admin.headers)
+
+    _assert_last_admin(refused, "holds the only admin API keys")
+    client.post(f"{USERS}/{keyless.id}/api-keys", headers=admin.headers)
+    assert client.delete(f"{USERS}/{admin.user.id}", headers=admin.headers).status_code == 204
+    assert [u.id for u in compozy_store.auth.list_users()] == [keyless.id]
+
+
+def test_members_and_their_keys_are_deleted_freely(
+    client: TestClient, admin: Any, member: Any, caller_factory: Any
+) -> None:
+    other = caller_factory(Role.USER)
+    assert (
+        client.delete(f"/api/v0/api-keys/{member.key.id}", headers=admin.headers).status_code == 204
+    )
+    assert client.delete(f"{USERS}/{other.user.id}", headers=admin.headers).status_code == 204
+
+
+def test_two_racing_deletes_of_the_last_two_admin_keys_do_not_both_succeed(
+    client: TestClient, admin: Any, caller_factory: Any, compozy_store: Store
+) -> None:
+    other = caller_factory(Role.ADMIN)
+    responses: list[Any] = []
+
+    def delete_own_key() -> None:
+        path = f"/api/v0/api-keys/{other.key.id}"
+        responses.append(client.delete(path, headers=other.headers))
+
+    racer = threading.Thread(target=delete_own_key)
+    with compozy_store.transaction() as tx:
+        # The first delete is made and not yet committed when the second one is asked for.
+        tx.auth.delete_api_key(admin.key.id)
+        racer.start()
+        racer.join(timeout=0.5)
+        assert racer.is_alive()  # the second delete waits for the first transaction to end
+    racer.join(timeout=30)
+
+    _assert_last_admin(responses[0], other.key.id)
+    assert compozy_store.auth.get_api_key_by_id(other.key.id).id == other.key.id
+    with pytest.raises(APIKeyNotFound):
+        compozy_store.auth.get_api_key_by_id(admin.key.id)
+
+
+def test_the_store_refuses_demoting_the_only_admin_and_a_forced_delete_is_allowed(
+    admin: Any, compozy_store: Store
+) -> None:
+    # The API has no route that changes a role; the store keeps the same rule for callers.
+    demoted = compozy_store.auth.get_user_by_id(admin.user.id)
+    demoted.role = Role.USER
+    with pytest.raises(LastAdmin, match="demoting them"):
+        compozy_store.auth.update_user(demoted)
+    assert compozy_store.auth.get_user_by_id(admin.user.id).role is Role.ADMIN
+
+    # `compozy keys revoke --force` (the operator can make a new key from the CLI).
+    compozy_store.auth.delete_api_key(admin.key.id, force=True)
+    assert compozy_store.auth.list_api_keys_by_user_id(admin.user.id) == []
+    compozy_store.auth.delete_user(admin.user.id, force=True)
+    assert compozy_store.auth.list_users() == []

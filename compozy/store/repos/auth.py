@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 
 from compozy.auth import APIKey, User, email_key
 from compozy.core import DEFAULT_PAGE_SIZE, Page, Role
@@ -17,6 +17,7 @@ from compozy.errors import (
     ConstraintViolation,
     DuplicateKey,
     EmailExists,
+    LastAdmin,
     NotFoundError,
     UserNotFound,
 )
@@ -27,7 +28,11 @@ from compozy.store.tables import api_keys, users
 
 _U = users.c
 _K = api_keys.c
-_BOOTSTRAP_LOCK = 0x636F6D706F7A79  # "compozy": serialises concurrent initial-admin creation
+# "compozy": serialises the writes that decide who can administer (creating the initial admin,
+# deleting or demoting an admin, deleting an admin's key), so two of them never both pass a check
+# that only one may pass. On SQLite, write transactions are serialised already.
+_ADMIN_LOCK = 0x636F6D706F7A79
+_ADMIN = Role.ADMIN.value
 
 
 def _user(row: Row[Any]) -> User:
@@ -102,6 +107,14 @@ class SqlAuthRepository(Repository):
 
     def update_user(self, user: User) -> User:
         user.validate()
+        if user.role is not Role.ADMIN:
+            with self._write() as conn:
+                self._db.driver.serialize(conn, _ADMIN_LOCK)
+                self._refuse_losing_admin(conn, user.id, "demoting")
+                return self._update_user(user)
+        return self._update_user(user)
+
+    def _update_user(self, user: User) -> User:
         stmt = (
             sa.update(users)
             .where(_U.id == user.id)
@@ -117,15 +130,20 @@ class SqlAuthRepository(Repository):
             raise UserNotFound(f"user {user.id} not found")
         return _user(row)
 
-    def delete_user(self, user_id: str) -> None:
-        self._delete(users, user_id, "user", UserNotFound)
+    def delete_user(self, user_id: str, *, force: bool = False) -> None:
+        user_id = check_id(user_id, "user id")
+        with self._write() as conn:
+            self._db.driver.serialize(conn, _ADMIN_LOCK)
+            if not force:
+                self._refuse_losing_admin(conn, user_id, "deleting")
+            self._delete(conn, users, user_id, "user", UserNotFound)
 
     def create_initial_admin_if_none(self, user: User) -> User:
         user.role = Role.ADMIN
         user.validate()
         with self._write() as conn:
             # Two processes bootstrapping at once must not both see "no admin" and insert.
-            self._db.driver.serialize(conn, _BOOTSTRAP_LOCK)
+            self._db.driver.serialize(conn, _ADMIN_LOCK)
             admin = conn.execute(
                 sa.select(_U.id).where(_U.role == Role.ADMIN.value).limit(1)
             ).first()
@@ -211,8 +229,59 @@ class SqlAuthRepository(Repository):
             raise APIKeyNotFound(f"api key {key_id} not found")
         return _key(row)
 
-    def delete_api_key(self, key_id: str) -> None:
-        self._delete(api_keys, key_id, "api key", APIKeyNotFound)
+    def delete_api_key(self, key_id: str, *, force: bool = False) -> None:
+        key_id = check_id(key_id, "api key id")
+        with self._write() as conn:
+            self._db.driver.serialize(conn, _ADMIN_LOCK)
+            if not force:
+                self._refuse_losing_admin_key(conn, key_id)
+            self._delete(conn, api_keys, key_id, "api key", APIKeyNotFound)
+
+    # Admin access: at least one admin, and, if an admin has an API key, an admin with a key.
+    # Callers hold _ADMIN_LOCK, so the counts cannot change before their write commits.
+
+    def _refuse_losing_admin(self, conn: Connection, user_id: str, doing: str) -> None:
+        """``LastAdmin`` if ``user_id`` is the only admin, or holds the last admin keys."""
+        user = conn.execute(sa.select(_U.email, _U.role).where(_U.id == user_id)).first()
+        if user is None or user.role != _ADMIN:
+            return
+        others = sa.select(sa.func.count()).where(_U.role == _ADMIN, _U.id != user_id)
+        if not conn.execute(others).scalar_one():
+            raise LastAdmin(
+                f"user {user_id} ({user.email}) is the only admin; {doing} them would leave "
+                "nobody to manage users and API keys: make another user admin first"
+            )
+        own_keys = sa.select(sa.func.count()).where(_K.user_id == user_id)
+        if conn.execute(own_keys).scalar_one() and not self._admin_keys(
+            conn, _K.user_id != user_id
+        ):
+            raise LastAdmin(
+                f"user {user_id} ({user.email}) holds the only admin API keys; {doing} them "
+                "would lock every admin out: create a key for another admin first"
+            )
+
+    def _refuse_losing_admin_key(self, conn: Connection, key_id: str) -> None:
+        """``LastAdmin`` if ``key_id`` is the last API key that any admin holds."""
+        owner = conn.execute(
+            sa.select(_U.id, _U.email)
+            .join_from(api_keys, users)
+            .where(_K.id == key_id, _U.role == _ADMIN)
+        ).first()
+        if owner is not None and not self._admin_keys(conn, _K.id != key_id):
+            raise LastAdmin(
+                f"api key {key_id} is the last API key of an admin ({owner.email}); deleting it "
+                "would lock every admin out: create another admin key first"
+            )
+
+    @staticmethod
+    def _admin_keys(conn: Connection, condition: sa.ColumnElement[bool]) -> int:
+        """How many API keys that admins hold meet ``condition``."""
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(api_keys.join(users))
+            .where(_U.role == _ADMIN, condition)
+        )
+        return int(conn.execute(stmt).scalar_one())
 
     # A user and an API key, by id: ``check_id`` names the id "<what> id", and ``missing`` says
     # "<what> <id> not found".
@@ -228,11 +297,10 @@ class SqlAuthRepository(Repository):
             raise missing(f"{what} {row_id} not found")
         return row
 
+    @staticmethod
     def _delete(
-        self, table: sa.Table, row_id: str, what: str, missing: type[NotFoundError]
+        conn: Connection, table: sa.Table, row_id: str, what: str, missing: type[NotFoundError]
     ) -> None:
-        row_id = check_id(row_id, f"{what} id")
-        with self._write() as conn:
-            deleted = conn.execute(sa.delete(table).where(table.c.id == row_id)).rowcount
+        deleted = conn.execute(sa.delete(table).where(table.c.id == row_id)).rowcount
         if not deleted:
             raise missing(f"{what} {row_id} not found")
