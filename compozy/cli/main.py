@@ -42,6 +42,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("compozy.cli.transfer", "backup_command"),
     "migrate": ("compozy.cli.migrate", "migrate_app"),
     "executions": ("compozy.cli.executions", "executions_app"),
+    "users": ("compozy.cli.users", "users_app"),
+    "keys": ("compozy.cli.users", "keys_app"),
 }
 
 
