@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -11,7 +13,7 @@ from typing import Any, Final
 
 import yaml
 
-from compozy.config.messages import Loc
+from compozy.config.messages import Loc, dotted
 from compozy.config.models import MEMORY_PATH, Config
 from compozy.errors import ConfigError
 
@@ -78,6 +80,7 @@ def load_config(
     file_path = _config_file_path(config_file, base_dir)
     if file_path is not None:
         file_layer = _read_yaml(file_path)
+        _expand_references(file_layer, os.environ if env is None else env, file_path)
         # A relative path in a file means "next to this file", wherever compozy runs from.
         _resolve_sqlite_path(file_layer, file_path.parent)
         _resolve_workflow_paths(file_layer, file_path.parent)
@@ -146,6 +149,39 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     assert isinstance(layer, dict)  # _plain keeps a dict a dict
     _canonical_keys(layer)
     return layer
+
+
+# `${NAME}` in a text value of the config file: environment variable NAME (`$${NAME}` stays
+# `${NAME}`), so a file can name a secret (`conn_string: ${DB_CONN_STRING}`) without holding it.
+_REFERENCE: Final = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_references(
+    node: dict[str, Any] | list[Any], environ: Mapping[str, str], path: Path, loc: Loc = ()
+) -> None:
+    """Replace each `${NAME}` in the file layer's text values with the variable's value."""
+    keys: list[str | int] = list(node) if isinstance(node, dict) else list(range(len(node)))
+    for key in keys:
+        value = node[key]  # type: ignore[index]
+        here: Loc = (*loc, key)
+        if isinstance(value, dict | list):
+            _expand_references(value, environ, path, here)
+        elif isinstance(value, str) and "${" in value:
+            expand = functools.partial(_reference, environ=environ, path=path, loc=here)
+            node[key] = _REFERENCE.sub(expand, value)  # type: ignore[index]
+
+
+def _reference(match: re.Match[str], *, environ: Mapping[str, str], path: Path, loc: Loc) -> str:
+    escaped, name = match.groups()
+    if escaped:
+        return "${" + name + "}"
+    value = environ.get(name)
+    if not value:
+        raise ConfigError(
+            f"Config file {path} sets {dotted('', loc)} from ${{{name}}}, but the environment "
+            f"variable {name} is not set; set it, or write the value in the file."
+        )
+    return value
 
 
 def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[Loc, str]]:
