@@ -6,6 +6,7 @@
 
 from compozy.engine.definitions import (
     DefinitionError,
+    RetryPolicy,
     TaskDefinition,
     WorkflowDefinition,
     parse_definition,
@@ -20,6 +21,7 @@ __all__ = [
     "ERROR_CODES",
     "DefinitionError",
     "Engine",
+    "RetryPolicy",
     "TaskCallback",
     "TaskDefinition",
     "ToolError",

@@ -8,6 +8,7 @@ half-way through an execution.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import jinja2
 import jsonschema
 from jsonschema.validators import validator_for
 
+from compozy.config.models import parse_duration
 from compozy.core import ExecutionType
 from compozy.engine.templates import Templates
 from compozy.engine.tools import ToolResolutionError, check_tool_arguments, resolve_tool
@@ -24,6 +26,7 @@ from compozy.errors import ConfigError, ValidationError
 
 __all__ = [
     "DefinitionError",
+    "RetryPolicy",
     "Strategy",
     "TaskDefinition",
     "TaskType",
@@ -41,9 +44,12 @@ Mode = Literal["parallel", "sequential"]
 _ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
 _MAX_ID = 255
 _WORKFLOW_KEYS = ("id", "description", "input", "tasks", "outputs")
-_COMMON_KEYS = ("id", "type", "description")
+_COMMON_KEYS = ("id", "type", "description", "timeout")
+_RETRY_KEYS = ("retries", "retry")
+_RETRY_POLICY_KEYS = ("attempts", "backoff", "factor", "max_backoff")
+_MAX_ATTEMPTS = 100
 _TYPE_KEYS: Mapping[str, tuple[str, ...]] = {
-    "basic": ("tool", "with"),
+    "basic": ("tool", "with", *_RETRY_KEYS),
     "composite": ("tasks",),
     "parallel": ("tasks", "strategy"),
     "collection": ("items", "task", "mode", "strategy"),
@@ -74,6 +80,25 @@ class DefinitionError(ConfigError):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How often a basic task's tool is tried, and how long to wait between tries.
+
+    ``attempts`` counts every try, the first included. The wait before try ``n + 1`` is
+    ``backoff * factor ** (n - 1)``, at most ``max_backoff`` seconds.
+    """
+
+    attempts: int
+    backoff: float = 1.0
+    factor: float = 2.0
+    max_backoff: float = 30.0
+
+    def delay(self, failed_attempts: int) -> float:
+        """Seconds to wait after ``failed_attempts`` tries have failed."""
+        grown = self.backoff * self.factor ** min(failed_attempts - 1, 64)
+        return min(grown, self.max_backoff)
+
+
+@dataclass(frozen=True, kw_only=True)
 class TaskDefinition:
     """One task of a workflow definition; which fields matter depends on ``type``."""
 
@@ -89,6 +114,10 @@ class TaskDefinition:
     task: TaskDefinition | None = None
     condition: str | None = None
     routes: Mapping[str, TaskDefinition] = field(default_factory=dict)
+    timeout: float | None = None
+    """Seconds: a basic task's every attempt, or a container with all its children."""
+    retry: RetryPolicy | None = None
+    """Basic tasks only: try the tool again after it fails or times out."""
 
     @property
     def execution_type(self) -> ExecutionType:
@@ -146,6 +175,14 @@ class WorkflowDefinition:
             f"workflow {self.id!r} input is invalid{where}: {error.message}; "
             "pass an input that matches the workflow's input schema"
         )
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def route_key(value: Any) -> str:
@@ -226,11 +263,18 @@ class _Parser:
             raise self.fail(
                 f"unknown task type {kind!r}; use one of {', '.join(_TYPE_KEYS)}", task_id
             )
+        if kind != "basic" and any(key in data for key in _RETRY_KEYS):
+            raise self.fail(
+                f"'retries' and 'retry' apply to basic tasks only, not to a {kind} task; give "
+                "them to the basic tasks inside it",
+                task_id,
+            )
         self.unknown_keys(data, (*_COMMON_KEYS, *_TYPE_KEYS[kind]), f"in a {kind} task", task_id)
         base: dict[str, Any] = {
             "id": task_id,
             "type": kind,
             "description": self.optional_text(data.get("description"), "description", task_id),
+            "timeout": self.duration(data, "timeout", task_id),
         }
         if kind == "basic":
             return TaskDefinition(**base, **self.basic(data, task_id))
@@ -263,7 +307,71 @@ class _Parser:
         except ToolResolutionError as exc:
             raise self.fail(str(exc), task_id) from None
         self.templates_in(arguments, "with", task_id)
-        return {"tool": tool, "with_args": arguments}
+        return {"tool": tool, "with_args": arguments, "retry": self.retry(data, task_id)}
+
+    def retry(self, data: dict[str, Any], task_id: str) -> RetryPolicy | None:
+        """``retries: N`` (N more tries, as in Compozy) or ``retry: {attempts, backoff, ...}``."""
+        if "retries" in data and "retry" in data:
+            raise self.fail("give either 'retries' or 'retry', not both", task_id)
+        if "retries" in data:
+            retries = data["retries"]
+            if not _whole(retries) or not 0 <= retries < _MAX_ATTEMPTS:
+                raise self.fail(
+                    f"'retries' must be a whole number from 0 to {_MAX_ATTEMPTS - 1} (how many "
+                    f"more times to try after a failure), got {retries!r}",
+                    task_id,
+                )
+            return RetryPolicy(attempts=retries + 1) if retries else None
+        policy = data.get("retry")
+        if policy is None:
+            return None
+        if not isinstance(policy, dict):
+            raise self.fail("'retry' must be a mapping such as {attempts: 3, backoff: 1s}", task_id)
+        self.unknown_keys(policy, _RETRY_POLICY_KEYS, "in 'retry'", task_id)
+        attempts = policy.get("attempts")
+        if (
+            not isinstance(attempts, int)
+            or not _whole(attempts)
+            or not 1 <= attempts <= _MAX_ATTEMPTS
+        ):
+            raise self.fail(
+                f"retry.attempts must be a whole number from 1 to {_MAX_ATTEMPTS} (every try, "
+                f"the first included), got {attempts!r}",
+                task_id,
+            )
+        factor = policy.get("factor", RetryPolicy.factor)
+        if not _number(factor) or not 1 <= factor <= 10:
+            raise self.fail(f"retry.factor must be a number from 1 to 10, got {factor!r}", task_id)
+        backoff = self.duration(policy, "backoff", task_id, "retry.", zero=True)
+        most = self.duration(policy, "max_backoff", task_id, "retry.", zero=True)
+        return RetryPolicy(
+            attempts=attempts,
+            backoff=RetryPolicy.backoff if backoff is None else backoff,
+            factor=float(factor),
+            max_backoff=RetryPolicy.max_backoff if most is None else most,
+        )
+
+    def duration(
+        self, data: dict[str, Any], key: str, task: str, prefix: str = "", *, zero: bool = False
+    ) -> float | None:
+        """Seconds from a number or text like "30s", "500ms", "1m30s"; None when absent."""
+        value = data.get(key)
+        if value is None:
+            return None
+        try:
+            seconds = parse_duration(value)
+        except Exception:  # noqa: BLE001 - pydantic's error; the message below says it all
+            seconds = None
+        if not isinstance(seconds, float) or not math.isfinite(seconds) or seconds < 0:
+            seconds = None
+        if seconds is None or (seconds == 0 and not zero):
+            least = "0 or more" if zero else "more than 0"
+            raise self.fail(
+                f"{prefix}{key} must be a duration such as 30s, 500ms or 1m30s, or a number of "
+                f"seconds, {least}; got {value!r}",
+                task,
+            )
+        return seconds
 
     def collection(self, data: dict[str, Any], loc: str, task_id: str) -> dict[str, Any]:
         items = data.get("items")

@@ -18,15 +18,19 @@ rows, so a tool runs at least once, not exactly once.
 
 from __future__ import annotations
 
+import copy
+import logging
+import math
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from compozy.core import Component, Status
 from compozy.core.values import check_json_object, utc_now
-from compozy.engine.definitions import TaskDefinition, WorkflowDefinition, route_key
+from compozy.engine.definitions import LOGGER_NAME, TaskDefinition, WorkflowDefinition, route_key
 from compozy.engine.templates import FinishedTasks, TemplateFailure, Templates
 from compozy.engine.tools import resolve_tool, tool_outcome
 from compozy.errors import ValidationError
@@ -48,6 +52,7 @@ ERROR_CODES = (
     "TEMPLATE_FAILED",
     "CHILD_FAILED",
     "NO_ROUTE",
+    "TIMED_OUT",
     "CANCELED",
     "TASK_FAILED",
     "INTERRUPTED",
@@ -56,6 +61,11 @@ ERROR_CODES = (
 """Every ``error.code`` the engine writes (besides the store's OUTPUT_TRANSFORMATION_FAILED)."""
 
 _UNSET: Any = object()
+# A task waiting for its tool looks this often whether a fail_fast sibling failed.
+_CANCEL_POLL = 0.05
+# What a retry policy tries again: a failing tool and an attempt that ran out of time.
+_RETRIED = frozenset({"TOOL_FAILED", "TIMED_OUT"})
+_log = logging.getLogger(LOGGER_NAME)
 
 
 class RunStopped(Exception):
@@ -71,24 +81,71 @@ CANCEL = "cancel"
 
 
 class TaskFailure(Exception):
-    """Ends the current task FAILED with this error code and message."""
+    """Ends the current task ``status`` (FAILED, TIMED_OUT, CANCELED) with this error."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(
+        self, code: str, message: str, status: Status = Status.FAILED, attempts: int = 1
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.status = status
+        self.attempts = attempts
 
     def error(self) -> dict[str, Any]:
-        """The error object stored on the task."""
-        return {"message": self.message, "code": self.code}
+        """The error object stored on the task (``attempts`` when it was tried more than once)."""
+        error: dict[str, Any] = {"message": self.message, "code": self.code}
+        if self.attempts > 1:
+            error["attempts"] = self.attempts
+        return error
+
+
+class _Cancel:
+    """Set once by a fail_fast fan-out whose child failed; its other children end CANCELED."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+        self._lock = threading.Lock()
+
+    def set(self, reason: str) -> None:
+        with self._lock:
+            if not self.event.is_set():
+                self.reason = reason
+                self.event.set()
+
+
+@dataclass(frozen=True, eq=False)
+class _Limit:
+    """What can end the tasks under ``owner`` early: its timeout (a deadline on the monotonic
+    clock) or, for a fail_fast fan-out's children, its ``cancel``."""
+
+    owner: str  # the task_id, for messages
+    owner_exec_id: str
+    timeout: float | None = None
+    deadline: float = math.inf
+    cancel: _Cancel | None = None
+
+    def reason(self, now: float) -> str | None:
+        """Why it stops the tasks under it now, or None."""
+        if now >= self.deadline:
+            return f"task {self.owner!r} did not finish within its timeout of {self.timeout:g}s"
+        if self.cancel is not None and self.cancel.event.is_set():
+            return self.cancel.reason
+        return None
 
 
 @dataclass(frozen=True)
 class _Scope:
-    """Template names that depend on where a task runs (``item``/``index`` in a collection)."""
+    """What depends on where a task runs: ``item``/``index`` in a collection, and the limits
+    (timeouts, fail_fast) of the containers around it, outermost first."""
 
     item: Any = _UNSET
     index: int | None = None
+    limits: tuple[_Limit, ...] = ()
+
+    def limited(self, limit: _Limit | None) -> _Scope:
+        return self if limit is None else replace(self, limits=(*self.limits, limit))
 
 
 @dataclass
@@ -192,8 +249,11 @@ class WorkflowRun:
     def _complete_failed(self, failed: TaskState) -> WorkflowState:
         # Say which task stopped the workflow; complete_workflow keeps an existing error.
         message = (failed.error or {}).get("message", "")
+        verb = {Status.TIMED_OUT: "timed out", Status.CANCELED: "was canceled"}.get(
+            failed.status, "failed"
+        )
         error = {
-            "message": f"task {failed.task_id!r} failed: {message}",
+            "message": f"task {failed.task_id!r} {verb}: {message}",
             "code": "TASK_FAILED",
             "task_id": failed.task_id,
             "task_exec_id": failed.task_exec_id,
@@ -256,21 +316,81 @@ class WorkflowRun:
         if state is None:
             state = self._new_state(task, parent)
             self._save(state)
+        early = self._interruption(state, scope, started=False)
+        if early is not None:  # a container around it timed out, or a fail_fast sibling failed
+            return self._end_task(state, early)
         state.status = Status.RUNNING
         self._save(state)
+        if task.type != "basic" and task.timeout is not None:  # a basic task's is per attempt
+            scope = scope.limited(self._timeout(task, state))
         try:
             outcome = self._handle(task, state, scope)
         except TaskFailure as failure:
-            state.status = Status.FAILED
-            state.output = None
-            state.error = failure.error()
-            self._save(state)
+            return self._end_task(state, failure)
         else:
             state.status = Status.SUCCESS
             state.output = outcome.output
             self._finish(state, outcome.usage)
         self._record(state)
         return state
+
+    def _end_task(self, state: TaskState, failure: TaskFailure) -> TaskState:
+        state.status = failure.status
+        state.output = None
+        state.error = failure.error()
+        self._save(state)
+        self._record(state)
+        return state
+
+    def _timeout(self, task: TaskDefinition, state: TaskState) -> _Limit:
+        assert task.timeout is not None
+        deadline = time.monotonic() + task.timeout
+        return _Limit(task.id, state.task_exec_id, timeout=task.timeout, deadline=deadline)
+
+    def _interruption(
+        self, state: TaskState, scope: _Scope, *, started: bool = True
+    ) -> TaskFailure | None:
+        """How ``state``'s task must end now because of a limit in ``scope``, or None.
+
+        The outermost limit that has fired explains the rest: the task's own timeout makes it
+        TIMED_OUT; a container's timeout or a fail_fast sibling makes it CANCELED."""
+        now = time.monotonic()
+        for limit in scope.limits:
+            reason = limit.reason(now)
+            if reason is None:
+                continue
+            if limit.owner_exec_id == state.task_exec_id and limit.cancel is None:
+                return TaskFailure(
+                    "TIMED_OUT",
+                    f"did not finish within its timeout of {limit.timeout:g}s",
+                    Status.TIMED_OUT,
+                )
+            prefix = "canceled" if started else "not started"
+            return TaskFailure("CANCELED", f"{prefix}: {reason}", Status.CANCELED)
+        return None
+
+    def _wait(
+        self, done: threading.Event, state: TaskState, scope: _Scope, until: float = math.inf
+    ) -> None:
+        """Wait for ``done`` or the monotonic time ``until``; raise the ``TaskFailure`` a limit
+        in ``scope`` ends the task with, and ``RunStopped`` (only when ``until`` is given: a
+        pause between attempts, when no tool is running) if the run was stopped."""
+        while True:
+            failure = self._interruption(state, scope)
+            if failure is not None:
+                raise failure
+            if until != math.inf:
+                with self._lock:
+                    if self._stop_reason is not None:
+                        raise RunStopped(self._stop_reason)
+            now = time.monotonic()
+            if now >= until:
+                return
+            wake = min([until, *(limit.deadline for limit in scope.limits)])
+            if any(limit.cancel is not None for limit in scope.limits) or until != math.inf:
+                wake = min(wake, now + _CANCEL_POLL)
+            if done.wait(max(wake - now, 0.0) if wake != math.inf else None):
+                return
 
     def _record(self, state: TaskState) -> None:
         with self._lock:
@@ -287,7 +407,7 @@ class WorkflowRun:
             return self._composite(task, state, scope)
         if task.type == "parallel":
             children = [(child, scope) for child in task.tasks]
-            return self._fan_out(task, state, children, parallel=True)
+            return self._fan_out(task, state, scope, children, parallel=True)
         if task.type == "collection":
             return self._collection(task, state, scope)
         return self._router(task, state, scope)
@@ -299,20 +419,86 @@ class WorkflowRun:
             state.input = check_json_object(arguments, f"arguments of task {task.id!r}")
         except ValidationError as exc:
             raise TaskFailure("TEMPLATE_FAILED", str(exc)) from None
+        attempts = 1 if task.retry is None else task.retry.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._attempt(task, state, scope, copy.deepcopy(arguments))
+            except TaskFailure as failure:
+                if failure.code not in _RETRIED or attempt == attempts:
+                    failure.attempts = attempt
+                    if attempt > 1:
+                        failure.message = f"{failure.message} (attempt {attempt} of {attempts})"
+                    raise
+                assert task.retry is not None
+                delay = task.retry.delay(attempt)
+                _log.info(
+                    "Task %s of execution %s: attempt %d of %d failed (%s); next in %gs",
+                    task.id,
+                    self._exec_id,
+                    attempt,
+                    attempts,
+                    failure.message,
+                    delay,
+                )
+                self._wait(threading.Event(), state, scope, until=time.monotonic() + delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(
+        self, task: TaskDefinition, state: TaskState, scope: _Scope, arguments: dict[str, Any]
+    ) -> _Outcome:
+        """One call of the tool. With a timeout or a fail_fast container around it, the tool
+        runs on a daemon thread this one waits for; at a limit the task ends and the tool's
+        thread is left to finish on its own, its result discarded."""
+        assert task.tool is not None
+        if task.timeout is not None:
+            scope = scope.limited(self._timeout(task, state))
         try:
             # Resolved again here, not kept from load: definitions stay plain data.
-            result = resolve_tool(task.tool)(**arguments)
+            tool = resolve_tool(task.tool)
+            if not scope.limits:
+                result = tool(**arguments)
+            else:
+                result = self._call_watched(tool, arguments, task, state, scope)
             output, usage = tool_outcome(task.tool, result)
+        except (TaskFailure, RunStopped):
+            raise
         except Exception as exc:  # whatever a tool raises fails only its task
             raise TaskFailure("TOOL_FAILED", str(exc) or type(exc).__name__) from exc
         return _Outcome(output, usage)
+
+    def _call_watched(
+        self,
+        tool: Callable[..., Any],
+        arguments: dict[str, Any],
+        task: TaskDefinition,
+        state: TaskState,
+        scope: _Scope,
+    ) -> Any:
+        done = threading.Event()
+        outcome: list[tuple[bool, Any]] = []
+
+        def call() -> None:
+            try:
+                outcome.append((True, tool(**arguments)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+        name = f"compozy-tool-{task.id}"
+        threading.Thread(target=call, name=name, daemon=True).start()
+        self._wait(done, state, scope)
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
 
     def _composite(self, task: TaskDefinition, state: TaskState, scope: _Scope) -> _Outcome:
         last: TaskState | None = None
         for child in task.tasks:
             last = self._run_task(child, state, scope)
             if last.status is not Status.SUCCESS:
-                raise _child_failure([last])
+                raise self._interruption(state, scope) or _child_failure([last])
         assert last is not None  # load refuses a composite without tasks
         return _Outcome(dict(last.output or {}))
 
@@ -325,8 +511,10 @@ class WorkflowRun:
                 f"{type(items).__name__}, not a list",
             )
         assert task.task is not None
-        children = [(task.task, _Scope(item, index)) for index, item in enumerate(items)]
-        return self._fan_out(task, state, children, parallel=task.mode == "parallel")
+        children = [
+            (task.task, replace(scope, item=item, index=index)) for index, item in enumerate(items)
+        ]
+        return self._fan_out(task, state, scope, children, parallel=task.mode == "parallel")
 
     def _router(self, task: TaskDefinition, state: TaskState, scope: _Scope) -> _Outcome:
         assert task.condition is not None
@@ -340,13 +528,14 @@ class WorkflowRun:
             )
         child = self._run_task(chosen, state, scope)
         if child.status is not Status.SUCCESS:
-            raise _child_failure([child])
+            raise self._interruption(state, scope) or _child_failure([child])
         return _Outcome({"route": key, "output": child.output})
 
     def _fan_out(
         self,
         task: TaskDefinition,
         state: TaskState,
+        scope: _Scope,
         children: list[tuple[TaskDefinition, _Scope]],
         *,
         parallel: bool,
@@ -354,22 +543,15 @@ class WorkflowRun:
         pending = self._earlier.get(state.task_exec_id, [])
         if len(pending) != len(children):  # a new fan-out (children are stored all at once)
             pending = self._store_children(state, [child for child, _ in children])
-        stop = threading.Event()
+        cancel = _Cancel() if task.strategy == "fail_fast" else None
+        limit = None if cancel is None else _Limit(task.id, state.task_exec_id, cancel=cancel)
 
         def run_one(index: int) -> TaskState:
-            child_state = pending[index]
-            if stop.is_set() and not child_state.status.is_terminal:
-                child_state.status = Status.CANCELED
-                child_state.error = {
-                    "message": f"not started: a sibling under {task.id!r} failed (fail_fast)",
-                    "code": "CANCELED",
-                }
-                self._save(child_state)
-                return child_state
             child, scope = children[index]
-            done = self._run_task(child, state, scope, child_state)
-            if done.status is not Status.SUCCESS and task.strategy == "fail_fast":
-                stop.set()
+            done = self._run_task(child, state, scope.limited(limit), pending[index])
+            if cancel is not None and done.status in (Status.FAILED, Status.TIMED_OUT):
+                verb = "failed" if done.status is Status.FAILED else "timed out"
+                cancel.set(f"task {done.task_id!r} {verb} and {task.id!r} is fail_fast")
             return done
 
         results: list[TaskState] = []
@@ -380,7 +562,7 @@ class WorkflowRun:
             results = _map_on_daemon_threads(run_one, len(pending), workers, f"compozy-{task.id}")
         failed = [r for r in results if r.status is not Status.SUCCESS]
         if failed:
-            raise _child_failure(failed)
+            raise self._interruption(state, scope) or _child_failure(failed)
         return _Outcome({"results": [r.output for r in results]})
 
     # --- helpers ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from compozy.core import ExecutionType
-from compozy.engine import DefinitionError, load_definitions, parse_definition
+from compozy.engine import DefinitionError, RetryPolicy, load_definitions, parse_definition
 from compozy.errors import ConfigError, ValidationError
 
 from . import tools_for_tests
@@ -260,6 +260,43 @@ BAD_DEFINITIONS = {
     ),
     "invalid YAML": ("id: w\ntasks: [{id: t1, tool: echo, with: {a: {{ x }}}}]", None, "YAML"),
     "empty file": ("", None, "the file is empty"),
+    "timeout not a duration": (
+        "id: w\ntasks: [{id: t1, tool: echo, timeout: soon}]",
+        "t1",
+        "timeout must be a duration such as 30s",
+    ),
+    "timeout of zero": ("id: w\ntasks: [{id: t1, tool: echo, timeout: 0}]", "t1", "more than 0"),
+    "negative timeout": ("id: w\ntasks: [{id: t1, tool: echo, timeout: -1s}]", "t1", "'-1s'"),
+    "retries not a number": (
+        "id: w\ntasks: [{id: t1, tool: echo, retries: two}]",
+        "t1",
+        "'retries' must be a whole number",
+    ),
+    "retries and retry": (
+        "id: w\ntasks: [{id: t1, tool: echo, retries: 1, retry: {attempts: 2}}]",
+        "t1",
+        "either 'retries' or 'retry'",
+    ),
+    "retry without attempts": (
+        "id: w\ntasks: [{id: t1, tool: echo, retry: {backoff: 1s}}]",
+        "t1",
+        "retry.attempts must be a whole number from 1 to 100",
+    ),
+    "retry with a bad backoff": (
+        "id: w\ntasks: [{id: t1, tool: echo, retry: {attempts: 2, backoff: later}}]",
+        "t1",
+        "retry.backoff must be a duration",
+    ),
+    "retry with an unknown key": (
+        "id: w\ntasks: [{id: t1, tool: echo, retry: {attempts: 2, delay: 1s}}]",
+        "t1",
+        "unknown key 'delay' in 'retry'",
+    ),
+    "retry on a container": (
+        "id: w\ntasks: [{id: p, type: parallel, retries: 2, tasks: [{id: a, tool: echo}]}]",
+        "p",
+        "apply to basic tasks only",
+    ),
 }
 
 
@@ -344,3 +381,31 @@ def test_definition_error_keeps_its_parts_through_pickling(tmp_path: Path) -> No
 
     assert str(copy) == str(error)
     assert (copy.file, copy.task_id, copy.problem) == (error.file, error.task_id, error.problem)
+
+
+def test_timeout_and_retry_load_as_seconds_and_a_policy(tmp_path: Path) -> None:
+    definition = load_definitions(
+        [
+            write(
+                tmp_path,
+                """
+                id: limits
+                tasks:
+                  - {id: a, tool: echo, timeout: 1m30s, retries: 2}
+                  - {id: b, tool: echo, timeout: 0.5, retry: {attempts: 4, backoff: 250ms,
+                     factor: 3, max_backoff: 1s}}
+                  - {id: p, type: parallel, timeout: 2s, tasks: [{id: c, tool: echo}]}
+                """,
+            )
+        ]
+    )["limits"]
+
+    tasks = {t.id: t for t in definition.all_tasks()}
+    assert (tasks["a"].timeout, tasks["b"].timeout, tasks["p"].timeout) == (90.0, 0.5, 2.0)
+    assert (tasks["c"].timeout, tasks["c"].retry) == (None, None)
+    assert tasks["a"].retry == RetryPolicy(attempts=3)  # Compozy's retries: 2 more tries
+    assert tasks["b"].retry == RetryPolicy(attempts=4, backoff=0.25, factor=3.0, max_backoff=1.0)
+    # The waits grow by the factor up to max_backoff.
+    policy = tasks["b"].retry
+    assert policy is not None
+    assert [policy.delay(n) for n in (1, 2, 3)] == [0.25, 0.75, 1.0]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from compozy.core import Status
 from compozy.store import Store
-from compozy.task import TaskState
 
 from . import tools_for_tests
 from .conftest import Define, MakeEngine, tasks_by_id
@@ -139,12 +139,12 @@ def test_parallel_wait_all_runs_every_child_despite_a_failure(
     assert final.tasks["quick"].status is Status.SUCCESS
 
 
-def test_parallel_fail_fast_does_not_start_queued_siblings(
+def test_parallel_fail_fast_cancels_running_siblings_and_does_not_start_queued_ones(
     define: Define, make_engine: MakeEngine, gate_name: str
 ) -> None:
-    # Two workers: `held` (kept RUNNING by a gate) and `boom` start; `later1` and `later2` are
-    # queued. When boom fails, the queued ones must be CANCELED, never run, while `held`,
-    # already in flight, is released (once later1 is seen CANCELED) and finishes.
+    # Two workers: `held` (kept RUNNING by a gate nobody opens) and `boom` start; `later1` and
+    # `later2` are queued. When boom fails, held is canceled where it runs and the queued ones
+    # end CANCELED without running.
     engine = make_engine(
         define(
             """
@@ -162,21 +162,29 @@ def test_parallel_fail_fast_does_not_start_queued_siblings(
         ),
         max_parallel_tasks=2,
     )
+    started = time.monotonic()
 
-    def release_when_canceled(task: TaskState) -> None:
-        if task.task_id == "later1" and task.status is Status.CANCELED:
-            tools_for_tests.open_gate(gate_name)
+    final = engine.run("w", {"gate": gate_name})
 
-    final = engine.run("w", {"gate": gate_name}, on_task=release_when_canceled)
-
+    assert time.monotonic() - started < tools_for_tests.GATE_TIMEOUT / 3
     assert final.status is Status.FAILED
     assert final.tasks["fan"].status is Status.FAILED
-    assert final.tasks["held"].status is Status.SUCCESS
+    assert final.tasks["fan"].error["code"] == "CHILD_FAILED"  # type: ignore[index]
+    assert "'boom'" in final.tasks["fan"].error["message"]  # type: ignore[index]
     assert final.tasks["boom"].status is Status.FAILED
+    held = final.tasks["held"]
+    assert (held.status, held.output) == (Status.CANCELED, None)
+    assert held.error == {
+        "message": "canceled: task 'boom' failed and 'fan' is fail_fast",
+        "code": "CANCELED",
+    }
     for later in ("later1", "later2"):
         assert final.tasks[later].status is Status.CANCELED
         assert final.tasks[later].output is None
-        assert final.tasks[later].error["code"] == "CANCELED"  # type: ignore[index]
+        assert final.tasks[later].error == {
+            "message": "not started: task 'boom' failed and 'fan' is fail_fast",
+            "code": "CANCELED",
+        }
 
 
 def test_failed_collection_child_fails_the_collection(

@@ -7,6 +7,7 @@ pytest imported, whatever import mode or rootdir is in use, and the gates below 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from compozy.engine import ToolError, ToolResult
@@ -53,3 +54,23 @@ def add(a: int, b: int) -> dict[str, Any]:
 def returns_a_list() -> Any:
     """A broken tool: tools must return a dict."""
     return [1, 2, 3]
+
+
+CALLS: dict[str, list[float]] = {}
+
+
+def flaky(key: str, failures: int) -> dict[str, Any]:
+    """Fail the first ``failures`` calls with this ``key``, then succeed; each call's
+    monotonic time is kept in ``CALLS[key]``."""
+    calls = CALLS.setdefault(key, [])
+    calls.append(time.monotonic())
+    if len(calls) <= failures:
+        raise ToolError(f"call {len(calls)} failed")
+    return {"call": len(calls)}
+
+
+def slow(key: str, seconds: float) -> dict[str, Any]:
+    """Sleep ``seconds`` (each call counted in ``CALLS[key]``); a task to time out."""
+    CALLS.setdefault(key, []).append(time.monotonic())
+    time.sleep(seconds)
+    return {"slept": seconds}

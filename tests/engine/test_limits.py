@@ -1,0 +1,312 @@
+"""Task timeouts (TIMED_OUT), retries with backoff, and what a timed-out container cancels."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from compozy.core import Status
+
+from . import tools_for_tests
+from .conftest import Define, MakeEngine, tasks_by_id
+
+# A tool that would sleep this long is always cut short by the timeouts below.
+LONG = 20
+
+
+@pytest.fixture
+def key() -> str:
+    """A key of this test alone for the counting tools."""
+    return uuid.uuid4().hex
+
+
+def calls(key: str) -> list[float]:
+    return tools_for_tests.CALLS.get(key, [])
+
+
+# --- timeout ------------------------------------------------------------------------------------
+
+
+def test_a_basic_task_past_its_timeout_ends_timed_out_and_fails_the_workflow(
+    define: Define, make_engine: MakeEngine, key: str
+) -> None:
+    engine = make_engine(
+        define(
+            f"""
+            id: w
+            tasks:
+              - {{id: slow, tool: "TOOLS:slow", with: {{key: {key}, seconds: {LONG}}},
+                 timeout: 300ms}}
+              - {{id: after, tool: echo}}
+            """
+        )
+    )
+    started = time.monotonic()
+
+    final = engine.run("w")
+
+    assert time.monotonic() - started < LONG / 4
+    slow = final.tasks["slow"]
+    assert (slow.status, slow.output) == (Status.TIMED_OUT, None)
+    assert slow.error == {
+        "message": "did not finish within its timeout of 0.3s",
+        "code": "TIMED_OUT",
+    }
+    assert "after" not in final.tasks  # the workflow stopped at the timed-out task
+    assert final.status is Status.FAILED
+    assert final.output is None
+    assert final.error is not None
+    assert final.error["message"].startswith("task 'slow' timed out: did not finish")
+
+
+def test_a_task_that_finishes_within_its_timeout_succeeds(
+    define: Define, make_engine: MakeEngine
+) -> None:
+    engine = make_engine(define("id: w\ntasks: [{id: a, tool: echo, with: {x: 1}, timeout: 5s}]"))
+
+    final = engine.run("w")
+
+    assert final.status is Status.SUCCESS
+    assert final.tasks["a"].output == {"x": 1}
+
+
+def test_a_parallel_task_past_its_timeout_cancels_its_running_children(
+    define: Define, make_engine: MakeEngine, key: str
+) -> None:
+    engine = make_engine(
+        define(
+            f"""
+            id: w
+            tasks:
+              - id: par
+                type: parallel
+                timeout: 300ms
+                tasks:
+                  - {{id: quick, tool: echo, with: {{v: 1}}}}
+                  - {{id: slow, tool: "TOOLS:slow", with: {{key: {key}, seconds: {LONG}}}}}
+            """
+        )
+    )
+    started = time.monotonic()
+
+    final = engine.run("w")
+
+    assert time.monotonic() - started < LONG / 4
+    assert final.tasks["quick"].status is Status.SUCCESS
+    assert final.tasks["slow"].status is Status.CANCELED
+    assert final.tasks["slow"].error == {
+        "message": "canceled: task 'par' did not finish within its timeout of 0.3s",
+        "code": "CANCELED",
+    }
+    assert final.tasks["par"].status is Status.TIMED_OUT
+    assert final.tasks["par"].error["code"] == "TIMED_OUT"  # type: ignore[index]
+    assert final.status is Status.FAILED
+
+
+def test_a_sequential_collection_past_its_timeout_starts_no_further_item(
+    define: Define, make_engine: MakeEngine, compozy_store: object, key: str
+) -> None:
+    engine = make_engine(
+        define(
+            f"""
+            id: w
+            tasks:
+              - id: each
+                type: collection
+                mode: sequential
+                timeout: 500ms
+                items: [0.05, {LONG}, 0.05, 0.05]
+                task:
+                  {{id: nap, tool: "TOOLS:slow", with: {{key: {key}, seconds: "{{{{ item }}}}"}}}}
+            """
+        )
+    )
+
+    final = engine.run("w")
+
+    naps = tasks_by_id(engine.store, final.workflow_exec_id)["nap"]
+    assert [t.status for t in naps] == [
+        Status.SUCCESS,
+        Status.CANCELED,
+        Status.CANCELED,
+        Status.CANCELED,
+    ]
+    assert naps[1].error["message"].startswith("canceled: task 'each'")  # type: ignore[index]
+    assert naps[2].error["message"].startswith("not started: task 'each'")  # type: ignore[index]
+    assert len(calls(key)) == 2  # the items after the timeout never ran
+    assert final.tasks["each"].status is Status.TIMED_OUT
+
+
+def test_a_composite_in_a_fail_fast_parallel_is_canceled_with_its_running_child(
+    define: Define, make_engine: MakeEngine, key: str
+) -> None:
+    engine = make_engine(
+        define(
+            f"""
+            id: w
+            tasks:
+              - id: fan
+                type: parallel
+                strategy: fail_fast
+                tasks:
+                  - id: steps
+                    type: composite
+                    tasks:
+                      - {{id: first, tool: "TOOLS:slow", with: {{key: {key}, seconds: {LONG}}}}}
+                      - {{id: second, tool: echo}}
+                  - {{id: boom, tool: "TOOLS:flaky", with: {{key: "{key}-boom", failures: 9}}}}
+            """
+        )
+    )
+    started = time.monotonic()
+
+    final = engine.run("w")
+
+    assert time.monotonic() - started < LONG / 4
+    assert final.tasks["boom"].status is Status.FAILED
+    assert final.tasks["first"].status is Status.CANCELED
+    assert "second" not in final.tasks
+    assert final.tasks["steps"].status is Status.CANCELED
+    assert final.tasks["steps"].error == {
+        "message": "canceled: task 'boom' failed and 'fan' is fail_fast",
+        "code": "CANCELED",
+    }
+    assert final.tasks["fan"].status is Status.FAILED
+
+
+# --- retry --------------------------------------------------------------------------------------
+
+
+def test_retry_tries_a_failing_tool_again_after_a_growing_backoff(
+    define: Define, make_engine: MakeEngine, key: str
+) -> None:
+    engine = make_engine(
+        define(
+            f"""
+            id: w
+            tasks:
+              - {{id: shaky, tool: "TOOLS:flaky", with: {{key: {key}, failures: 2}},
+                 retry: {{attempts: 3, backoff: 100ms, factor: 3}}}}
+            """
+        )
+    )
+
+    final = engine.run("w")
+
+    assert final.status is Status.SUCCESS
+    assert final.tasks["shaky"].output == {"call": 3}
+    first, second, third = calls(key)
+    assert second - first >= 0.1
+    assert third - second >= 0.3
+    # One task row, retried in place: no row per attempt.
+    assert len(tasks_by_id(engine.store, final.workflow_exec_id)["shaky"]) == 1
+
+
+def test_retries_as_compozy_writes_them_gives_that_many_more_tries(
+    define: Define, make_engine: MakeEngine, key: str
+) -> None:
+    engine = make_engine(
+        define(
+            f"""
+            id: w
+            tasks:
+              - {{id: shaky, tool: "TOOLS:flaky", with: {{key: {key}, failures: 9}}, retries: 1}}
+            """
+        )
+    )
+
+    # retries: 1 waits the default backoff of 1s once.
+    final = engine.run("w")
+
+    assert len(calls(key)) == 2
+    shaky = final.tasks["shaky"]
+    assert shaky.status is Status.FAILED
+    assert shaky.error == {
+        "message": "call 2 failed (attempt 2 of 2)",
+        "code": "TOOL_FAILED",
+        "attempts": 2,
+    }
+
+
+def test_each_attempt_gets_the_whole_timeout_and_a_last_timeout_ends_timed_out(
+    define: Define, make_engine: MakeEngine, key: str
+) -> None:
+    engine = make_engine(
+        define(
+            f"""
+            id: w
+            tasks:
+              - {{id: slow, tool: "TOOLS:slow", with: {{key: {key}, seconds: {LONG}}},
+                 timeout: 200ms, retry: {{attempts: 2, backoff: 0}}}}
+            """
+        )
+    )
+
+    final = engine.run("w")
+
+    assert len(calls(key)) == 2
+    slow = final.tasks["slow"]
+    assert slow.status is Status.TIMED_OUT
+    assert slow.error == {
+        "message": "did not finish within its timeout of 0.2s (attempt 2 of 2)",
+        "code": "TIMED_OUT",
+        "attempts": 2,
+    }
+
+
+def test_a_template_failure_is_not_retried(
+    define: Define, make_engine: MakeEngine, key: str
+) -> None:
+    engine = make_engine(
+        define(
+            f"""
+            id: w
+            tasks:
+              - id: t
+                tool: "TOOLS:flaky"
+                with: {{key: {key}, failures: "{{{{ input.nope }}}}"}}
+                retry: {{attempts: 5, backoff: 0}}
+            """
+        )
+    )
+
+    final = engine.run("w")
+
+    assert calls(key) == []
+    assert final.tasks["t"].error["code"] == "TEMPLATE_FAILED"  # type: ignore[index]
+    assert "attempts" not in final.tasks["t"].error  # type: ignore[operator]
+
+
+def test_a_fail_fast_cancel_ends_the_backoff_of_a_retrying_sibling(
+    define: Define, make_engine: MakeEngine, key: str
+) -> None:
+    engine = make_engine(
+        define(
+            f"""
+            id: w
+            tasks:
+              - id: fan
+                type: parallel
+                strategy: fail_fast
+                tasks:
+                  - {{id: patient, tool: "TOOLS:flaky", with: {{key: {key}, failures: 9}},
+                     retry: {{attempts: 3, backoff: {LONG}s}}}}
+                  - {{id: boom, tool: "TOOLS:slow", with: {{key: "{key}-b", seconds: 0.2}},
+                     timeout: 50ms}}
+            """
+        )
+    )
+    started = time.monotonic()
+
+    final = engine.run("w")
+
+    assert time.monotonic() - started < LONG / 4
+    assert len(calls(key)) == 1  # canceled while waiting to try again
+    assert final.tasks["boom"].status is Status.TIMED_OUT
+    assert final.tasks["patient"].status is Status.CANCELED
+    assert final.tasks["patient"].error == {
+        "message": "canceled: task 'boom' timed out and 'fan' is fail_fast",
+        "code": "CANCELED",
+    }
