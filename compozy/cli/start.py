@@ -19,6 +19,11 @@ from compozy.store import Store
 __all__ = ["start"]
 
 SQLITE_CONCURRENCY_LIMIT = 10
+NO_USERS_HINT = (
+    "this database has no users, so no API key works yet: create the first admin with "
+    "`compozy users create EMAIL --role admin`, then a key with `compozy keys create --user "
+    "EMAIL` (with this command's config and database flags)"
+)
 _log = logging.getLogger("compozy.start")
 
 
@@ -76,6 +81,9 @@ def start(
         engine = runtime.engine
         server = config.server
         typer.echo(_startup_line(config, runtime.store, server.host, server.port), err=True)
+        in_memory = config.database.driver == "sqlite" and config.database.sqlite_file is None
+        if not in_memory and not runtime.store.auth.list_users_page(limit=1).items:
+            _log.warning(NO_USERS_HINT)
         app = create_app(runtime.store, engine=engine)
         http = _Server(
             uvicorn.Config(app, host=server.host, port=server.port, log_level="warning"), engine
