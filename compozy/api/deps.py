@@ -4,7 +4,7 @@
 # registration, and `require_admin`'s names `require_user`, a local that a string annotation
 # could not be resolved against.
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
@@ -22,13 +22,60 @@ __all__ = [
     "AuthDependencies",
     "ExecutionStarter",
     "IdPath",
+    "TaskOutline",
+    "WorkflowOutline",
     "auth_dependencies",
     "error_responses",
+    "no_engine",
 ]
+
+
+class TaskOutline(Protocol):
+    """What ``GET /api/v0/workflows`` shows of a task definition."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def tool(self) -> str | None: ...
+
+    @property
+    def description(self) -> str | None: ...
+
+    def children(self) -> Iterator["TaskOutline"]:
+        """The tasks directly under this one (parallel, collection and router tasks)."""
+        ...
+
+
+class WorkflowOutline(Protocol):
+    """What ``GET /api/v0/workflows`` shows of a workflow definition."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def description(self) -> str | None: ...
+
+    @property
+    def input_schema(self) -> Mapping[str, Any] | None: ...
+
+    @property
+    def outputs(self) -> Mapping[str, Any] | None: ...
+
+    @property
+    def tasks(self) -> Sequence[TaskOutline]: ...
 
 
 class ExecutionStarter(Protocol):
     """What the API needs of a workflow engine (``compozy.engine.Engine`` satisfies it)."""
+
+    @property
+    def definitions(self) -> Mapping[str, WorkflowOutline]:
+        """The workflow definitions it runs, by id (read on every request: they may change)."""
+        ...
 
     def start(self, workflow_id: str, input: dict[str, Any] | None, /) -> str:
         """Start an execution in the background and return its workflow_exec_id.
@@ -37,6 +84,15 @@ class ExecutionStarter(Protocol):
         its schema refuses, both before anything is stored.
         """
         ...
+
+
+def no_engine(consequence: str) -> ApiError:
+    """The 503 of a route that needs the engine, on an app served without one."""
+    return ApiError(
+        503,
+        "NoEngine",
+        f"this server runs no workflow engine, so {consequence}; start it with `compozy start`",
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +115,8 @@ _DESCRIPTIONS = {
     403: "The key's user is not an admin",
     404: "No such entity (or no such route)",
     409: "The request conflicts with what is stored",
+    413: "The request body is over server.max_body_bytes",
+    415: "The request has a body that is not sent as application/json",
     422: "The request's parameters or body are invalid",
     503: "The database (or the workflow engine) is unavailable",
 }

@@ -6,8 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query
 
-from compozy.api.deps import ApiContext, AuthDependencies, IdPath, error_responses
-from compozy.api.errors import ApiError
+from compozy.api.deps import ApiContext, AuthDependencies, IdPath, error_responses, no_engine
 from compozy.api.models import (
     ExecutionStarted,
     Progress,
@@ -50,7 +49,7 @@ def executions_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
         "/workflows/{workflow_id}/executions",
         status_code=202,
         summary="Start an execution of a workflow",
-        responses=error_responses(400, 401, 404, 422, 503),
+        responses=error_responses(400, 401, 404, 413, 415, 422, 503),
     )
     def start_execution(
         workflow_id: IdPath,
@@ -58,12 +57,7 @@ def executions_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
     ) -> ExecutionStarted:
         """Validate the input against the workflow's schema and run it in the background."""
         if ctx.engine is None:
-            raise ApiError(
-                503,
-                "NoEngine",
-                "this server runs no workflow engine, so it cannot start executions; "
-                "start it with `compozy start`",
-            )
+            raise no_engine("it cannot start executions")
         exec_id = ctx.engine.start(workflow_id, body.input if body is not None else None)
         return ExecutionStarted(
             workflow_exec_id=exec_id, workflow_id=workflow_id, status=Status.PENDING

@@ -30,6 +30,10 @@ class RecordingStarter:
     calls: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
     error: Exception | None = None
 
+    @property
+    def definitions(self) -> dict[str, Any]:
+        return {}
+
     def start(self, workflow_id: str, input: dict[str, Any] | None) -> str:
         if self.error is not None:
             raise self.error

@@ -115,7 +115,7 @@ def test_list_items_carry_counts_not_the_task_map(
 @pytest.mark.parametrize(
     "query",
     [
-        {"status": "running"},
+        {"status": "RUN"},
         {"status": "DONE"},
         {"status": ""},
         {"workflow_id": ""},

@@ -48,6 +48,8 @@ def test_openapi_document_is_public_and_lists_every_route(client: TestClient) ->
     routes = {(method.upper(), path) for path, ops in paths.items() for method in ops}
     assert routes == {
         ("GET", "/health"),
+        ("GET", "/metrics"),
+        ("GET", "/api/v0/workflows"),
         ("POST", "/api/v0/workflows/{workflow_id}/executions"),
         ("GET", "/api/v0/executions/workflows"),
         ("GET", "/api/v0/executions/workflows/{exec_id}"),
@@ -75,7 +77,7 @@ def test_openapi_documents_auth_and_the_error_body_on_every_protected_route(
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
-            if path == "/health":
+            if path in ("/health", "/metrics"):
                 assert "security" not in operation
                 continue
             assert operation["security"] == [{"APIKey": []}], (method, path)
@@ -91,7 +93,18 @@ def test_openapi_documents_auth_and_the_error_body_on_every_protected_route(
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 
-def test_docs_page_is_public(client: TestClient) -> None:
+def test_docs_page_is_public_and_loads_nothing_from_elsewhere(client: TestClient) -> None:
     response = client.get("/docs")
     assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
     assert "openapi.json" in response.text
+    # Every route and schema of the document is on the page, which needs no network.
+    document = client.get("/openapi.json").json()
+    for path in document["paths"]:
+        assert f"<code>{path}</code>" in response.text
+    for name in document["components"]["schemas"]:
+        assert f'id="schema-{name}"' in response.text
+    assert "<script" not in response.text
+    assert "http://" not in response.text
+    assert "https://" not in response.text
+    assert client.get("/redoc").status_code == 404

@@ -116,3 +116,60 @@ def test_input_the_schema_refuses_is_422_and_nothing_is_stored(
     assert response.json()["error"]["code"] == "ValidationError"
     assert "name" in response.json()["error"]["message"]
     assert compozy_store.workflows.list_states() == []
+
+
+def test_the_workflows_route_lists_the_engines_definitions(
+    engine_client: TestClient, member: Any
+) -> None:
+    response = engine_client.get("/api/v0/workflows", headers=member.headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "items": [
+            {
+                "workflow_id": "hello",
+                "description": None,
+                "input_schema": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}},
+                    "required": ["name"],
+                },
+                "outputs": [],
+                "tasks": [
+                    {
+                        "task_id": "greet",
+                        "type": "basic",
+                        "tool": "format",
+                        "description": None,
+                        "tasks": [],
+                    },
+                    {
+                        "task_id": "pair",
+                        "type": "parallel",
+                        "tool": None,
+                        "description": None,
+                        "tasks": [
+                            {
+                                "task_id": side,
+                                "type": "basic",
+                                "tool": "echo",
+                                "description": None,
+                                "tasks": [],
+                            }
+                            for side in ("left", "right")
+                        ],
+                    },
+                ],
+            }
+        ]
+    }
+    assert engine_client.get("/api/v0/workflows").status_code == 401
+
+
+def test_without_an_engine_there_are_no_workflows_to_list(
+    compozy_store: Store, app_factory: Any, member: Any
+) -> None:
+    with TestClient(app_factory(compozy_store)) as client:
+        response = client.get("/api/v0/workflows", headers=member.headers)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "NoEngine"
