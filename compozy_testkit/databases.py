@@ -275,6 +275,11 @@ class TestDatabase:
         self._handed.append(store)
         return store
 
+    def wipe(self) -> None:
+        """Delete every row of a migrated database (as after a test), keeping its Stores."""
+        assert self.migrated, "wipe() is for migrated databases"
+        self._backend.wipe()
+
     def store(self) -> Store:
         """The test's main Store (the first one opened)."""
         return self._handed[0] if self._handed else self.open()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from compozy_testkit.session import BACKENDS, QUERIES_KEY, STATE_KEY
+from compozy_testkit.session import BACKENDS, POSTGRES, QUERIES_KEY, STATE_KEY
 
 if TYPE_CHECKING:
     from compozy.auth import AuthRepository
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from compozy.task import TaskRepository
     from compozy.workflow import WorkflowRepository
     from compozy_testkit.databases import Backend, TestDatabase, WorkerDatabases
+    from compozy_testkit.parity import Parity
     from compozy_testkit.queries import QueryLog
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "compozy_empty_database",
     "compozy_empty_database_on",
     "compozy_factories",
+    "compozy_parity",
     "compozy_queries",
     "compozy_store",
     "task_factory",
@@ -127,6 +129,44 @@ def compozy_empty_database_on(
 def compozy_store(compozy_database: TestDatabase) -> Store:
     """A migrated Store on the current backend, with no rows; wiped again after the test."""
     return compozy_database.store()
+
+
+@pytest.fixture
+def compozy_parity(
+    request: pytest.FixtureRequest,
+    _compozy_worker_databases: WorkerDatabases,
+    tmp_path: Path,
+) -> Iterator[Parity]:
+    """In-memory SQLite and PostgreSQL side by side: ``compozy_parity.run(fn)`` calls
+    ``fn(store)`` on both and fails when they answer differently; ``run_parity_machine``
+    (``compozy_testkit.parity``) drives random operation sequences through it,
+    ``compozy_parity.examples`` of them (``--compozy-parity-examples``). Needs PostgreSQL
+    selected and available (skipped, or failed when required, otherwise)."""
+    from compozy_testkit.databases import TestDatabase
+    from compozy_testkit.parity import Parity
+
+    state = request.config.stash[STATE_KEY]
+    reason = state.unavailable(POSTGRES)
+    if POSTGRES not in state.backends:
+        reason = "postgres is not among the selected backends"
+    if reason:
+        if state.require_postgres and POSTGRES in state.backends:
+            pytest.fail(f"{reason} (required)", pytrace=False)
+        pytest.skip(reason)
+    databases = [
+        TestDatabase(_compozy_worker_databases.backend(name), tmp_path, migrated=True)
+        for name in ("sqlite", POSTGRES)
+    ]
+
+    def reset() -> None:
+        for database in databases:
+            database.wipe()
+
+    parity = Parity({d.backend: d.store() for d in databases}, reset)
+    parity.examples = request.config.getoption("compozy_parity_examples")
+    yield parity
+    for database in databases:
+        database.close()
 
 
 @pytest.fixture

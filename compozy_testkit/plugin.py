@@ -16,6 +16,7 @@ from compozy_testkit.fixtures import *  # noqa: F403 - the public fixtures
 from compozy_testkit.fixtures import _compozy_backend, _compozy_worker_databases  # noqa: F401
 from compozy_testkit.session import (
     BACKENDS,
+    PARITY_FIXTURE,
     POSTGRES,
     QUERIES_KEY,
     STATE_KEY,
@@ -65,6 +66,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="fail, instead of skipping, the postgres tests when no PostgreSQL can be had "
         "(implied when CI=true)",
+    )
+    group.addoption(
+        "--compozy-parity-examples",
+        type=int,
+        default=200,
+        metavar="N",
+        help="random operation sequences the compozy_parity state machine tries (default 200)",
     )
     parser.addini("compozy_backends", "default backends (comma or space separated)", default="")
     parser.addini("compozy_postgres_url", "PostgreSQL URL for the postgres backend", default="")
@@ -173,7 +181,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     wanted = [
         item
         for item in items
-        if _backend_of(item) == POSTGRES and item.get_closest_marker("skip") is None
+        if (_backend_of(item) == POSTGRES or PARITY_FIXTURE in getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("skip") is None
     ]
     if not wanted:
         return  # nothing collected needs PostgreSQL, so none is started

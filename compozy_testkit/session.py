@@ -17,6 +17,8 @@ import pytest
 BACKENDS = ("sqlite", "sqlite-file", "postgres")
 """In-memory SQLite, a SQLite file, PostgreSQL (``compozy_testkit.databases.BACKEND_CLASSES``)."""
 POSTGRES = "postgres"
+PARITY_FIXTURE = "compozy_parity"
+"""A test that takes it compares in-memory SQLite with PostgreSQL, so it needs PostgreSQL."""
 """The backend that needs a server: the plugin provisions it when a collected test needs it."""
 
 
