@@ -38,7 +38,7 @@ from pydantic import (
 
 from compozy.auth import MAX_EMAIL_LENGTH, Role
 from compozy.core import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Status
-from compozy.core.values import MAX_ID_LENGTH, check_json, format_timestamp
+from compozy.core.values import MAX_ID_LENGTH, MAX_JSON_DEPTH, check_json, format_timestamp
 from compozy.errors import ValidationError
 from compozy.task import TaskState
 from compozy.usage import UsageSummary
@@ -94,8 +94,8 @@ PATTERN_MEANINGS = {
     CURSOR_PATTERN: "is not a cursor this server gave out; start again without a cursor",
 }
 """What a value failing each pattern is told, instead of the pattern itself."""
-MAX_INPUT_DEPTH = 64
-"""Deeper JSON input is refused: no workflow needs it, and it would recurse in every layer."""
+MAX_INPUT_DEPTH = MAX_JSON_DEPTH
+"""Deeper JSON input is refused, as the store refuses any deeper JSON (compozy.core)."""
 
 
 Timestamp = Annotated[
@@ -129,23 +129,8 @@ def _check_input(value: dict[str, Any] | None) -> dict[str, Any] | None:
     """Refuse JSON that a database cannot store, nests too deep or is not valid Unicode."""
     if value is None:
         return None
-    # Iterative, so a deep document is refused with a message rather than a RecursionError.
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, str):
-            _refuse_unstorable_text(item)
-        elif isinstance(item, dict | list):
-            if depth > MAX_INPUT_DEPTH:
-                raise ValueError(f"nests deeper than {MAX_INPUT_DEPTH} levels")
-            if isinstance(item, dict):
-                for key, child in item.items():
-                    pending.append((key, depth))
-                    pending.append((child, depth + 1))
-            else:
-                pending.extend((child, depth + 1) for child in item)
     try:
-        check_json(value, "input")  # NaN, infinities and non-JSON types, as the store refuses
+        check_json(value, "input")  # the store's own check, depth included
     except ValidationError as exc:
         raise ValueError(str(exc)) from None
     return value

@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Self
 
 
-class Status(StrEnum):
+class _Choice(StrEnum):
+    """An enumeration whose values are found in any letter case: ``Status("running")`` is
+    ``Status.RUNNING``, in the domain, in the API's parameters and bodies, and in the CLI."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Self | None:
+        # ASCII only: Unicode case rules would also match look-alikes (U+017F, a long s).
+        if isinstance(value, str) and value.isascii():
+            lowered = value.lower()
+            for member in cls:
+                if member.value.lower() == lowered:
+                    return member
+        return None
+
+
+class Status(_Choice):
     """Execution status of a workflow or task, stored upper-case."""
 
     PENDING = "PENDING"
@@ -38,7 +54,7 @@ FAILED_STATUSES = frozenset({Status.FAILED, Status.TIMED_OUT, Status.CANCELED})
 TERMINAL_STATUSES = frozenset({Status.SUCCESS}) | FAILED_STATUSES
 
 
-class Component(StrEnum):
+class Component(_Choice):
     """What kind of thing a task state belongs to."""
 
     WORKFLOW = "workflow"
@@ -48,7 +64,7 @@ class Component(StrEnum):
     LOG = "log"
 
 
-class ExecutionType(StrEnum):
+class ExecutionType(_Choice):
     """How a task runs; all nine are accepted by both backends."""
 
     BASIC = "basic"
@@ -62,7 +78,7 @@ class ExecutionType(StrEnum):
     MEMORY = "memory"
 
 
-class Role(StrEnum):
+class Role(_Choice):
     """A user's role."""
 
     ADMIN = "admin"

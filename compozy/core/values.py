@@ -7,6 +7,7 @@ the same inputs with the same ``ValidationError``. The one text form of a timest
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import UTC, datetime
@@ -18,6 +19,20 @@ from compozy.errors import ValidationError
 E = TypeVar("E", bound=Enum)
 
 MAX_ID_LENGTH = 255
+
+MAX_JSON_DEPTH = 64
+"""How deeply objects and arrays may nest in a stored JSON value (``{}`` is one level), on
+both databases and in the API. No workflow needs more, and deeper documents would recurse in
+the drivers' encoders (a ``RecursionError`` from about 330 levels)."""
+
+MAX_LEASE = 86_400.0
+"""The longest lease, in seconds, a worker may hold an execution for without renewing it (a
+day; workers renew every ``runtime.poll_interval``). Longer ones would also reach past year
+9999 on the way."""
+
+MAX_TREE_DEPTH = 1000
+"""The largest ``max_depth`` that ``get_task_tree`` takes: far deeper than any task nesting,
+and a bound on the work a tree whose parent links form a cycle can cost."""
 
 
 def utc_now() -> datetime:
@@ -159,7 +174,8 @@ def check_enum(enum: type[E], value: Any, field: str) -> E:
 
 
 def check_json(value: Any, field: str) -> Any:
-    """Refuse what either database cannot store as JSON: NaN, infinities, U+0000, non-JSON types.
+    """Refuse what either database cannot store as JSON: NaN, infinities, U+0000, non-JSON
+    types, and nesting deeper than ``MAX_JSON_DEPTH``.
 
     Returns the value unchanged so a caller can write ``x = check_json(x, "input")``.
     """
@@ -179,32 +195,78 @@ def check_json_object(value: Any, field: str) -> dict[str, Any] | None:
     return value
 
 
-def _walk_json(value: Any, path: str) -> None:
+def parse_json(text: str, field: str) -> Any:
+    """Parse JSON text given from outside (a flag, a file) into a value ``check_json`` accepts;
+    ``ValidationError`` naming ``field`` for text that is not JSON, holds NaN or infinities,
+    or nests deeper than ``MAX_JSON_DEPTH``, never a ``RecursionError``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"{field} is not valid JSON ({exc.msg} at character {exc.pos})"
+        ) from None
+    except RecursionError:
+        raise ValidationError(_too_deep(field)) from None
+    return check_json(value, field)
+
+
+def _too_deep(field: str) -> str:
+    return (
+        f"{field} nests objects and arrays deeper than {MAX_JSON_DEPTH} levels, the limit for "
+        "stored JSON; flatten it"
+    )
+
+
+def _walk_json(value: Any, field: str) -> None:
+    # Iterative, so a document of any depth is refused with a message, not a RecursionError.
     # bool is an int subclass and both are fine; check the exact containers so that tuples,
     # sets and custom mappings (which would not round-trip as equal values) are refused.
-    if value is None or isinstance(value, bool | int):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValidationError(f"{path} is {value!r}; JSON cannot store NaN or infinite numbers")
-        return
-    if isinstance(value, str):
-        _check_storable(value, path)
-        return
-    if type(value) is list:
-        for index, item in enumerate(value):
-            _walk_json(item, f"{path}[{index}]")
-        return
-    if type(value) is dict:
-        for key, item in value.items():
-            if not isinstance(key, str):
+    pending: list[tuple[Any, str, int]] = [(value, field, 0)]
+    while pending:
+        item, path, depth = pending.pop()
+        if item is None or isinstance(item, bool | int):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
                 raise ValidationError(
-                    f"{path} has the key {key!r}; JSON object keys must be strings"
+                    f"{path} is {item!r}; JSON cannot store NaN or infinite numbers"
                 )
-            _check_storable(key, f"{path} key")
-            _walk_json(item, f"{path}.{key}")
-        return
-    raise ValidationError(
-        f"{path} holds a {type(value).__name__}; only dict, list, str, int, float, bool and None "
-        "can be stored as JSON"
-    )
+            continue
+        if isinstance(item, str):
+            _check_storable(item, path)
+            continue
+        if type(item) is list:
+            _check_depth(depth, field)
+            children = [(child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item)]
+        elif type(item) is dict:
+            _check_depth(depth, field)
+            children = []
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise ValidationError(
+                        f"{path} has the key {key!r}; JSON object keys must be strings"
+                    )
+                _check_storable(key, f"{path} key")
+                children.append((child, f"{path}.{key}", depth + 1))
+        else:
+            raise ValidationError(
+                f"{path} holds a {type(item).__name__}; only dict, list, str, int, float, bool "
+                "and None can be stored as JSON"
+            )
+        # Reversed, so the first problem in document order is the one reported.
+        pending.extend(reversed(children))
+
+
+def _check_depth(depth: int, field: str) -> None:
+    """``depth`` objects and arrays enclose this one: refuse it if it is one too many."""
+    if depth == MAX_JSON_DEPTH:
+        raise ValidationError(_too_deep(field))
+
+
+def check_tree_depth(value: Any, field: str = "max_depth") -> int:
+    """A depth limit for a task tree: a whole number from 0 to ``MAX_TREE_DEPTH``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TREE_DEPTH:
+        raise ValidationError(
+            f"{field} is {value!r}; pass a whole number from 0 to {MAX_TREE_DEPTH}"
+        )
+    return value

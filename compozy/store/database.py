@@ -54,6 +54,12 @@ class Database:
         """Re-raise SQLAlchemy and driver errors as ``compozy.errors`` types."""
         try:
             yield
+        except sa_exc.StatementError as error:
+            if isinstance(error.orig, CompozyError):
+                # A check in a column type (a timestamp out of range, say), which SQLAlchemy
+                # wrapped while binding the parameters: the user's error, as it was raised.
+                raise error.orig from None
+            raise self.driver.translate(error) from error
         except (sa_exc.SQLAlchemyError, self.driver.driver_error) as error:
             raise self.driver.translate(error) from error
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from compozy.core import Component, ExecutionType, Status
+from compozy.core import MAX_TREE_DEPTH, Component, ExecutionType, Status
 from compozy.errors import CompozyError, ConstraintViolation, TaskNotFound, ValidationError
 from compozy.store import Store, sql_connection
 from compozy.store.tables import task_states, workflow_states
@@ -444,6 +444,20 @@ class TaskRepositoryContract:
         for bad in (-1, True, "2", 1.0):
             with pytest.raises(ValidationError, match="max_depth"):
                 repo.get_task_tree(root.task_exec_id, max_depth=bad)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("bad", [2**31, 2**63, MAX_TREE_DEPTH + 1, -1, 10**100])
+    def test_get_task_tree_takes_max_depth_from_0_to_the_bound_only(
+        self, compozy_store: Store, bad: int
+    ) -> None:
+        # PostgreSQL's integer ends at 2**31 - 1 and SQLite's at 2**63 - 1: past a bound far
+        # below both, every backend gives the same ValidationError instead of [] or a crash.
+        wf = workflow(compozy_store)
+        root = task(compozy_store, wf, task_id="d0")
+        child = task(compozy_store, wf, task_id="d1", parent=root)
+        with pytest.raises(ValidationError, match=f"max_depth is {bad}; .* 0 to {MAX_TREE_DEPTH}"):
+            compozy_store.tasks.get_task_tree(root.task_exec_id, max_depth=bad)
+        deepest = compozy_store.tasks.get_task_tree(root.task_exec_id, max_depth=MAX_TREE_DEPTH)
+        assert [t.task_exec_id for t in deepest] == [root.task_exec_id, child.task_exec_id]
 
     def test_get_task_tree_goes_100_levels_deep_by_default(self, compozy_store: Store) -> None:
         wf = workflow(compozy_store)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -10,18 +12,49 @@ import pytest
 
 from compozy.core import (
     FAILED_STATUSES,
+    MAX_JSON_DEPTH,
     RUNNING_STATUSES,
     TERMINAL_STATUSES,
+    Component,
+    ExecutionType,
+    Role,
     Status,
     new_id,
     parse_id,
 )
+from compozy.core.values import MAX_LEASE
 from compozy.errors import ValidationError
 from compozy.store import Store
 from compozy.task import ProgressInfo
 from compozy.usage import UsageEntry, UsageSummary
-from compozy.workflow import WorkflowState
+from compozy.workflow import WorkflowFilter, WorkflowState
 from compozy_testkit.contract._build import task, workflow
+
+YEAR_1_EAST = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))
+"""An aware datetime that is in year 0 in UTC: no database can store it."""
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """A JSON object whose objects and arrays nest ``levels`` deep (``{}`` is one level)."""
+    value: Any = {}
+    for level in range(levels - 1):
+        # Objects and arrays alternate, ending with an object outermost.
+        value = {"a": value} if (levels - level) % 2 == 0 else [value]
+    assert isinstance(value, dict)
+    return value
+
+
+def depth_of(value: Any) -> int:
+    """How deep objects and arrays nest in ``value``, counted without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
+
 
 UNSTORABLE_JSON: list[Any] = [
     float("nan"),
@@ -81,6 +114,21 @@ class ValueContract:
         with pytest.raises(ValidationError, match="status"):
             WorkflowState(workflow_id="w", status="DONE")  # type: ignore[arg-type]
 
+    def test_enum_values_are_read_in_any_letter_case(self, compozy_store: Store) -> None:
+        assert (Status("running"), Status("Timed_Out")) == (Status.RUNNING, Status.TIMED_OUT)
+        assert (Role("ADMIN"), Component("Task"), ExecutionType("PARALLEL")) == (
+            Role.ADMIN,
+            Component.TASK,
+            ExecutionType.PARALLEL,
+        )
+        # Only ASCII letters fold: U+017F (a long s) is not an "s".
+        with pytest.raises(ValueError, match="\u017fuccess"):
+            Status("\u017fuccess")
+        stored = workflow(compozy_store, status="success")  # type: ignore[arg-type]
+        assert stored.status is Status.SUCCESS
+        found = compozy_store.workflows.list_states(WorkflowFilter(status="Success"))  # type: ignore[arg-type]
+        assert [s.workflow_exec_id for s in found] == [stored.workflow_exec_id]
+
     # --- timestamps -----------------------------------------------------------------------
 
     def test_timestamps_round_trip_exactly_as_aware_utc_with_microseconds(
@@ -103,6 +151,21 @@ class ValueContract:
         assert stored.created_at is not None
         assert stored.created_at.tzinfo == UTC
         assert stored.created_at.hour == 0
+
+    def test_an_aware_time_outside_years_1_to_9999_in_utc_is_refused(
+        self, compozy_store: Store
+    ) -> None:
+        with pytest.raises(ValidationError, match=r"created_at is 0001-01-01T00:00:00\+05:00"):
+            workflow(compozy_store, created_at=YEAR_1_EAST)
+        wf = workflow(compozy_store)
+        with pytest.raises(ValidationError, match=r"updated_at .* outside years 1-9999"):
+            task(compozy_store, wf, updated_at=YEAR_1_EAST)
+        assert compozy_store.tasks.list_states() == []
+        # A cursor naming such an instant is not one the store gave out: refused, not a crash.
+        raw = json.dumps([YEAR_1_EAST.isoformat(), wf.workflow_exec_id]).encode()
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        with pytest.raises(ValidationError, match="cursor"):
+            compozy_store.workflows.list_page(cursor=cursor)
 
     def test_naive_datetimes_are_refused(self, compozy_store: Store) -> None:
         with pytest.raises(ValidationError, match="naive"):
@@ -155,6 +218,38 @@ class ValueContract:
         with pytest.raises(ValidationError, match="output"):
             task(compozy_store, wf, output={"nested": [bad]})
         assert compozy_store.tasks.list_states() == []
+
+    @pytest.mark.parametrize("field", ["input", "output", "error"])
+    def test_json_nests_at_most_max_json_depth_levels_in_every_field(
+        self, compozy_store: Store, field: str
+    ) -> None:
+        deepest: dict[str, Any] = {field: nested(MAX_JSON_DEPTH)}
+        assert depth_of(deepest[field]) == MAX_JSON_DEPTH
+        stored = workflow(compozy_store, **deepest)
+        loaded = compozy_store.workflows.get_state(stored.workflow_exec_id)
+        assert getattr(loaded, field) == deepest[field]
+        # One level more, and far more (where drivers' encoders would recurse past Python's
+        # limit): the same ValidationError naming the field, on every backend, before any SQL.
+        refused = f"^{field} nests .* deeper than {MAX_JSON_DEPTH} levels"
+        for levels in (MAX_JSON_DEPTH + 1, 400, 5000):
+            too_deep: dict[str, Any] = {field: nested(levels)}
+            with pytest.raises(ValidationError, match=refused):
+                workflow(compozy_store, **too_deep)
+            with pytest.raises(ValidationError, match=refused):
+                task(compozy_store, loaded, **too_deep)
+        assert [s.workflow_exec_id for s in compozy_store.workflows.list_states()] == [
+            stored.workflow_exec_id
+        ]
+        assert compozy_store.tasks.list_states() == []
+
+    def test_a_lease_must_be_finite_and_at_most_a_day(self, compozy_store: Store) -> None:
+        workflow(compozy_store, status=Status.PENDING)
+        for lease in (float("inf"), float("nan"), MAX_LEASE + 1, 1e300, 0):
+            with pytest.raises(ValidationError, match="lease is"):
+                compozy_store.queue.claim("w1", limit=1, lease=lease)
+        assert [c.worker_id for c in compozy_store.queue.claim("w1", limit=1, lease=MAX_LEASE)] == [
+            "w1"
+        ]
 
     @pytest.mark.parametrize("bad", ["bad\x00id", "bad\ud800id"])
     def test_text_fields_that_cannot_be_stored_are_refused(

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from compozy.core.paging import Page, check_limit
+from compozy.core.values import check_timestamp
 from compozy.errors import ValidationError
 from compozy.store.types import UTCDateTime
 
@@ -39,6 +40,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValidationError(_BAD_CURSOR.format(cursor=cursor)) from None
     if when.tzinfo is None or not isinstance(key, str) or not key:
         raise ValidationError(_BAD_CURSOR.format(cursor=cursor))
+    try:
+        # An instant outside years 1-9999 in UTC (year 1 at +05:00) cannot be compared.
+        when = check_timestamp(when, "cursor")
+    except ValidationError:
+        raise ValidationError(_BAD_CURSOR.format(cursor=cursor)) from None
     return when, key
 
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from compozy.core import RUNNING_STATUSES, TERMINAL_STATUSES, Status
-from compozy.core.values import check_enum, check_id, check_json_object, utc_now
+from compozy.core.values import MAX_LEASE, check_enum, check_id, check_json_object, utc_now
 from compozy.errors import ClaimLost, ExecutionFinished, ValidationError, WorkflowNotFound
 from compozy.store.repos.common import Repository, not_before, now_param
 from compozy.store.repos.workflow import SqlWorkflowRepository
@@ -38,8 +38,10 @@ _ROW = sa.select(
 
 
 def _check_lease(lease: float) -> timedelta:
-    if isinstance(lease, bool) or not isinstance(lease, int | float) or not lease > 0:
-        raise ValidationError(f"lease is {lease!r}; give a number of seconds greater than 0")
+    if isinstance(lease, bool) or not isinstance(lease, int | float) or not 0 < lease <= MAX_LEASE:
+        raise ValidationError(
+            f"lease is {lease!r}; give a number of seconds greater than 0 and at most {MAX_LEASE:g}"
+        )
     return timedelta(seconds=lease)
 
 

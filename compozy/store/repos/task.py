@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from compozy.core import Status
-from compozy.core.values import check_enum, check_id
-from compozy.errors import ConstraintViolation, TaskNotFound, ValidationError
+from compozy.core.values import check_enum, check_id, check_tree_depth
+from compozy.errors import ConstraintViolation, TaskNotFound
 from compozy.store.drivers.base import Driver, ForeignKeyViolation, iter_batches
 from compozy.store.repos.common import (
     TASK_ORDER,
@@ -182,8 +182,7 @@ class SqlTaskRepository(Repository):
 
     def get_task_tree(self, root_state_id: str, max_depth: int = 100) -> list[TaskState]:
         root_state_id = check_id(root_state_id, "root_state_id")
-        if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0:
-            raise ValidationError(f"max_depth is {max_depth!r}; pass an integer >= 0")
+        max_depth = check_tree_depth(max_depth)
         depth = sa.literal(0, sa.Integer).label("depth")
         tree = (
             sa.select(task_states, depth)
