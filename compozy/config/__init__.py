@@ -1,6 +1,6 @@
 """Configuration: models, and loading from defaults, compozy.yaml, environment and CLI flags."""
 
-from compozy.config.loader import load_config
+from compozy.config.loader import find_config_file, load_config
 from compozy.config.models import (
     MEMORY_PATH,
     Config,
@@ -25,5 +25,6 @@ __all__ = [
     "ServerConfig",
     "VectorDBConfig",
     "WorkerConfig",
+    "find_config_file",
     "load_config",
 ]

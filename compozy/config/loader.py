@@ -17,7 +17,7 @@ from compozy.config.messages import Loc, dotted
 from compozy.config.models import MEMORY_PATH, Config
 from compozy.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG_FILE", "ENV_VARS", "OVERRIDES_SOURCE", "load_config"]
+__all__ = ["DEFAULT_CONFIG_FILE", "ENV_VARS", "OVERRIDES_SOURCE", "find_config_file", "load_config"]
 
 DEFAULT_CONFIG_FILE: Final = "compozy.yaml"
 OVERRIDES_SOURCE: Final = "the command-line flags"
@@ -70,8 +70,9 @@ def load_config(
 ) -> Config:
     """Load and validate the configuration; raise ConfigError saying what to fix.
 
-    `config_file` defaults to `compozy.yaml` in `cwd` when that exists; `env` defaults to
-    `os.environ`; `overrides` is a nested mapping of CLI flags whose None values are ignored.
+    `config_file` defaults to the nearest `compozy.yaml` in `cwd` or a folder above it
+    (`find_config_file`); `env` defaults to `os.environ`; `overrides` is a nested mapping of
+    CLI flags whose None values are ignored.
     """
     base_dir = Path(os.path.abspath(os.getcwd() if cwd is None else cwd))
     merged: dict[str, Any] = {}
@@ -101,13 +102,34 @@ def load_config(
         _resolve_workflow_paths(override_layer, base_dir)
         _merge(merged, sources, override_layer, lambda _loc: OVERRIDES_SOURCE)
 
-    return Config.from_settings(merged, sources)
+    try:
+        return Config.from_settings(merged, sources)
+    except ConfigError as exc:
+        if file_path is not None or any(loc[0] == "database" for loc in sources):
+            raise
+        # No file and no database setting: most often compozy ran outside a project.
+        reason = str(exc)
+        raise ConfigError(
+            f"no {DEFAULT_CONFIG_FILE} in {base_dir} or any folder above it, so only the "
+            "environment and flags configure compozy (run it inside a project that `compozy "
+            f"init` made, or pass --config FILE); {reason[:1].lower()}{reason[1:]}"
+        ) from None
+
+
+def find_config_file(cwd: str | os.PathLike[str] | None = None) -> Path | None:
+    """The `compozy.yaml` that a command run in `cwd` (default: the current directory) reads:
+    the one in `cwd`, else in the nearest folder above it, as git finds `.git`; None if none."""
+    folder = Path(os.path.abspath(os.getcwd() if cwd is None else cwd))
+    for candidate in (folder, *folder.parents):
+        path = candidate / DEFAULT_CONFIG_FILE
+        if path.is_file():
+            return path
+    return None
 
 
 def _config_file_path(config_file: str | os.PathLike[str] | None, base_dir: Path) -> Path | None:
     if config_file is None:
-        default = base_dir / DEFAULT_CONFIG_FILE
-        return default if default.is_file() else None
+        return find_config_file(base_dir)
     path = Path(os.path.abspath(base_dir / os.path.expanduser(config_file)))
     if not path.exists():
         raise ConfigError(

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from compozy.config.messages import SENTENCE_ERROR, VALUE_ERROR, Loc, config_error
+from compozy.core.values import MAX_LEASE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -103,6 +104,11 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds as a float, written as a number or as text like "5s", "250ms", "1m"."""
 
 
+def _any_case(value: object) -> object:
+    """A setting that names a choice is read in any letter case: `SQLite` means `sqlite`."""
+    return value.lower() if isinstance(value, str) and value.isascii() else value
+
+
 def _sentence_error(message: str) -> PydanticCustomError:
     """An error whose message is already the full sentence the user will read."""
     return PydanticCustomError(SENTENCE_ERROR, "{message}", {"message": message})
@@ -166,7 +172,7 @@ class DatabaseConfig(ConfigSection):
 
     section: ClassVar[str] = "database"
 
-    driver: Driver = "postgres"
+    driver: Annotated[Driver, BeforeValidator(_any_case)] = "postgres"
     # PostgreSQL: either a full connection string or the individual parts.
     conn_string: SecretStr | None = None
     host: str | None = None
@@ -174,7 +180,7 @@ class DatabaseConfig(ConfigSection):
     user: str | None = None
     password: SecretStr | None = None
     name: str | None = Field(default=None, validation_alias=AliasChoices("name", "dbname"))
-    ssl_mode: SslMode | None = None
+    ssl_mode: Annotated[SslMode, BeforeValidator(_any_case)] | None = None
     # SQLite: an absolute file path or MEMORY_PATH.
     path: str | None = None
     busy_timeout: Duration = Field(default=5.0, ge=0)
@@ -271,7 +277,7 @@ class VectorDBConfig(ConfigSection):
     section: ClassVar[str] = "knowledge.vector_dbs[]"
 
     id: str
-    provider: VectorDBProvider
+    provider: Annotated[VectorDBProvider, BeforeValidator(_any_case)]
 
     @field_validator("id")
     @classmethod
@@ -310,12 +316,12 @@ class RuntimeConfig(ConfigSection):
 
     section: ClassVar[str] = "runtime"
 
-    lease: Duration = Field(default=30.0, gt=0)
+    lease: Duration = Field(default=30.0, gt=0, le=MAX_LEASE)
     """How long a claim holds an execution without renewal; a dead worker's executions are
     resumed elsewhere this long after its last renewal."""
     poll_interval: Duration = Field(default=0.5, gt=0)
     """How often a worker renews its leases, looks for cancel requests and claims new work."""
-    recovery: Literal["resume", "fail"] = "resume"
+    recovery: Annotated[Literal["resume", "fail"], BeforeValidator(_any_case)] = "resume"
     """What a worker does with an execution whose previous worker's lease expired."""
     shutdown_grace: Duration = Field(default=30.0, ge=0)
     """On SIGINT/SIGTERM, how long running executions get to finish before they are released."""
@@ -340,6 +346,7 @@ class ServerConfig(ConfigSection):
 
     host: str = "127.0.0.1"
     port: int = Field(default=5001, ge=1, le=65535)
+
 
     @field_validator("host")
     @classmethod
@@ -399,7 +406,8 @@ class Config(ConfigSection):
                     "which needs the postgres driver, but database.driver is sqlite; configure "
                     "a Qdrant, Redis or Filesystem vector DB instead, or switch to postgres."
                 )
-        if not vector_dbs:
+        # Only where it matters: a knowledge section that the user wrote but left empty.
+        if not vector_dbs and "knowledge" in self.model_fields_set:
             logging.getLogger(LOGGER_NAME).warning(
                 "database.driver is sqlite and no vector DB is configured, so knowledge features "
                 "(vector search) are off until a Qdrant, Redis or Filesystem vector DB is "

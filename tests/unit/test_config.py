@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from compozy.config import Config, DatabaseConfig, KnowledgeConfig, VectorDBConfig, load_config
+from compozy.config import (
+    Config,
+    DatabaseConfig,
+    KnowledgeConfig,
+    VectorDBConfig,
+    find_config_file,
+    load_config,
+)
 from compozy.errors import ConfigError
 
 SQLITE_ENV = {"DB_DRIVER": "sqlite", "DB_PATH": ":memory:"}
@@ -495,9 +502,11 @@ def test_pgvector_with_sqlite_is_an_error_naming_entry_and_alternatives(tmp_path
         assert alternative in message
 
 
-def test_sqlite_without_vector_db_warns_that_knowledge_is_off(
+def test_sqlite_with_an_empty_knowledge_section_warns_once_that_knowledge_is_off(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    write_yaml(tmp_path, "knowledge:\n  vector_dbs: []\n")
+
     with caplog.at_level(logging.WARNING, logger="compozy.config"):
         load_config(env=SQLITE_ENV, cwd=tmp_path)
 
@@ -506,6 +515,17 @@ def test_sqlite_without_vector_db_warns_that_knowledge_is_off(
     assert warnings[0].levelno == logging.WARNING
     assert "knowledge features" in warnings[0].getMessage()
     assert "Qdrant, Redis or Filesystem" in warnings[0].getMessage()
+
+
+def test_sqlite_without_a_knowledge_section_does_not_warn_about_knowledge(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nobody asked for knowledge features, so every command saying they are off is noise.
+    with caplog.at_level(logging.WARNING, logger="compozy.config"):
+        config = load_config(env=SQLITE_ENV, cwd=tmp_path)
+
+    assert config.knowledge.vector_dbs == []
+    assert not [r for r in caplog.records if r.name == "compozy.config"]
 
 
 def test_sqlite_with_a_non_pgvector_db_does_not_warn(
@@ -703,3 +723,80 @@ def test_glob_characters_in_the_config_folder_match_literally(tmp_path: Path) ->
     import glob
 
     assert glob.glob(config.workflows[0]) == [str(project / "workflows" / "a.yaml")]
+
+
+# --- choices in any letter case ----------------------------------------------------------------
+
+
+def test_settings_that_name_a_choice_are_read_in_any_letter_case(tmp_path: Path) -> None:
+    write_yaml(
+        tmp_path,
+        "runtime:\n  recovery: FAIL\nknowledge:\n  vector_dbs:\n    - {id: q, provider: Qdrant}\n",
+    )
+
+    config = load_config(env={"DB_DRIVER": "SQLite", "DB_PATH": ":memory:"}, cwd=tmp_path)
+
+    assert config.database.driver == "sqlite"
+    assert config.runtime.recovery == "fail"
+    assert config.knowledge.vector_dbs[0].provider == "qdrant"
+    postgres = DatabaseConfig(driver="POSTGRES", host="h", user="u", name="n", ssl_mode="Require")
+    assert (postgres.driver, postgres.ssl_mode) == ("postgres", "require")
+
+
+def test_a_choice_in_no_case_still_lists_the_allowed_values(tmp_path: Path) -> None:
+    message = config_error(env={"DB_DRIVER": "MySQL"}, cwd=tmp_path)
+
+    assert "database.driver is 'mysql' (from environment variable DB_DRIVER)" in message
+    assert "the allowed values are postgres, sqlite" in message
+
+
+def test_a_lease_longer_than_a_day_is_refused(tmp_path: Path) -> None:
+    message = config_error(
+        env=SQLITE_ENV, overrides={"runtime": {"lease": "25h", "poll_interval": "1s"}}, cwd=tmp_path
+    )
+
+    assert "runtime.lease should be less than or equal to 86400" in message
+
+
+# --- finding compozy.yaml ----------------------------------------------------------------------
+
+
+def test_the_nearest_compozy_yaml_in_a_folder_above_is_read(tmp_path: Path) -> None:
+    write_yaml(tmp_path, "database:\n  driver: sqlite\n  path: .compozy/compozy.db\n")
+    deeper = tmp_path / "sub" / "deeper"
+    deeper.mkdir(parents=True)
+
+    assert find_config_file(deeper) == tmp_path / "compozy.yaml"
+    config = load_config(env={}, cwd=deeper)
+
+    assert config.database.path == str(tmp_path / ".compozy" / "compozy.db")
+
+
+def test_the_nearest_compozy_yaml_wins_over_one_further_up(tmp_path: Path) -> None:
+    write_yaml(tmp_path, "database:\n  driver: postgres\n")
+    inner = tmp_path / "project"
+    (inner / "workflows").mkdir(parents=True)
+    write_yaml(inner, "database:\n  driver: sqlite\n  path: inner.db\n")
+
+    config = load_config(env={}, cwd=inner / "workflows")
+
+    assert config.database.path == str(inner / "inner.db")
+
+
+def test_without_any_compozy_yaml_the_error_says_none_was_found(tmp_path: Path) -> None:
+    assert find_config_file(tmp_path) is None
+
+    message = config_error(env={}, cwd=tmp_path)
+
+    assert message.startswith(f"no compozy.yaml in {tmp_path} or any folder above it")
+    assert "pass --config FILE" in message
+    assert "the postgres driver (the default) needs database.conn_string" in message
+
+
+def test_a_database_set_by_the_environment_is_not_blamed_on_a_missing_file(
+    tmp_path: Path,
+) -> None:
+    message = config_error(env={"DB_DRIVER": "sqlite"}, cwd=tmp_path)
+
+    assert "compozy.yaml" not in message
+    assert "database.path" in message

@@ -116,6 +116,10 @@ def test_json_text_spells_wide_integral_floats_exactly(value: object) -> None:
     [
         ("postgresql://u:pw@host:notaport/db", "not a valid URL"),
         ("host=h port", "neither a postgresql:// URL nor libpq"),
+        ("host=127.0.0.1 port=abc dbname=x password=pw", "has port='abc', which is not a port"),
+        ("host=h port=70000 password=pw", "port='70000', .* from 1 to 65535"),
+        ("host=h port=5432,5433 password=pw", "port='5432,5433'"),
+        ("host=h port=\u0665 password=pw", "port='\u0665'"),  # an Arabic-Indic digit five
     ],
 )
 def test_build_url_refuses_malformed_connection_strings(conn_string: str, message: str) -> None:

@@ -154,13 +154,13 @@ def build_url(config: DatabaseConfig) -> sa.URL:
             raise ConfigError(
                 "database.conn_string is neither a postgresql:// URL nor libpq key=value pairs"
             ) from None
-        port = params.pop("port", None)
+        port = _libpq_port(params.pop("port", None))
         return sa.URL.create(
             _DRIVER,
             username=params.pop("user", None),
             password=params.pop("password", None),
             host=params.pop("host", None),
-            port=int(port) if port else None,
+            port=port,
             database=params.pop("dbname", None),
             query={k: str(v) for k, v in params.items()},
         )
@@ -174,3 +174,18 @@ def build_url(config: DatabaseConfig) -> sa.URL:
         database=config.name,
         query={"sslmode": config.ssl_mode} if config.ssl_mode else {},
     )
+
+
+def _libpq_port(value: Any) -> int | None:
+    """The ``port=`` of libpq key=value pairs as a number, or ``ConfigError`` saying what to
+    write (the port is not secret, so it is shown)."""
+    if value is None or str(value).strip() == "":
+        return None
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+        shown = text if len(text) <= 20 else f"{text[:17]}..."
+        raise ConfigError(
+            f"database.conn_string has port={shown!r}, which is not a port number from 1 to "
+            "65535; write it as port=5432"
+        )
+    return int(text)
