@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import pytest
@@ -52,3 +56,21 @@ def db_flags(database: TestDatabase) -> list[str]:
         url = database.config.conn_string.get_secret_value()
         return ["--db-driver", "postgres", "--db-conn-string", url]
     return ["--db-driver", "sqlite", "--db-path", str(database.config.path)]
+
+
+def run_compozy(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, stdin: int | None = None
+) -> Result:
+    """Run `compozy ARGS` as a real process (no DB_* variables but those in ``env``; stdin not a
+    terminal unless ``stdin`` is one) and return its exit code and output."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DB_")} | (env or {})
+    done = subprocess.run(
+        [sys.executable, "-m", "compozy.cli", *args],
+        cwd=cwd,
+        env=environ,
+        stdin=subprocess.DEVNULL if stdin is None else stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
