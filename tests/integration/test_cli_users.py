@@ -137,7 +137,7 @@ def test_start_on_a_database_without_users_says_how_to_create_the_first_admin(
     try:
         assert process.stderr is not None
         deadline = time.monotonic() + 60
-        lines = []
+        lines: list[str] = []
         while not any("no users" in line for line in lines):
             line = process.stderr.readline()
             assert line or process.poll() is None, lines
