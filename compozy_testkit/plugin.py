@@ -159,6 +159,8 @@ def pytest_configure(config: pytest.Config) -> None:
         # test needs PostgreSQL, and one server must be ready before the workers start.
         state.provision_postgres()
     config.stash[STATE_KEY] = state
+    if workerinput is None:  # the controller (or a run without xdist) sees every report
+        config.pluginmanager.register(_Timings(state), "compozy-timings")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "compozy-xdist")
 
@@ -200,6 +202,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    backend = _backend_of(item)
+    if backend is not None:  # user_properties travel to the xdist controller with the report
+        report.user_properties.append((_BACKEND_PROPERTY, backend))
     listing = item.stash.get(QUERIES_KEY, None)
     if listing is not None and report.failed and report.when == "call":
         report.sections.append(("compozy queries", listing() or "(none)"))
@@ -209,6 +214,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.skipped and isinstance(longrepr, tuple) and _NO_POSTGRES in str(longrepr[2]):
         report.longrepr = (__file__, None, longrepr[2])
     return report
+
+
+_BACKEND_PROPERTY = "compozy_backend"
+
+
+class _Timings:
+    """Tests and seconds per backend, printed at the end of the run: what SQLite saves."""
+
+    def __init__(self, state: KitState) -> None:
+        self._state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        backend = dict(report.user_properties).get(_BACKEND_PROPERTY)
+        if backend is None:
+            return
+        counted = self._state.timings.setdefault(str(backend), [0, 0.0])
+        counted[1] += report.duration
+        if report.when == "call" or (report.when == "setup" and report.skipped):
+            counted[0] += 1
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self._state.timings:
+            return
+        parts = [
+            f"{backend} {int(tests)} tests in {seconds:.1f}s"
+            for backend, (tests, seconds) in sorted(self._state.timings.items())
+        ]
+        terminalreporter.write_line("compozy time per backend: " + ", ".join(parts))
 
 
 @pytest.hookimpl(trylast=True)

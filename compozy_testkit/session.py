@@ -71,6 +71,8 @@ class KitState:
     postgres: PostgresRun | None = None
     report_after_collection: bool = False
     server: Any = field(default=None, repr=False)  # PostgresServer, on the provisioning process
+    timings: dict[str, list[float]] = field(default_factory=dict)
+    """Per backend: [tests run, seconds spent in their set-up, call and teardown]."""
 
     def provision_postgres(self) -> None:
         """Start or reach PostgreSQL and migrate a template database (controller only)."""

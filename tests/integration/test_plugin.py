@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -315,3 +316,19 @@ def test_a_query_budget_fails_with_the_statements_and_the_report_lists_them(
         ]
     )
     assert result.ret == 1
+
+
+def test_the_run_ends_with_tests_and_seconds_per_backend(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        "import time\n\n"
+        "def test_x(compozy_backend):\n"
+        "    time.sleep(1.0 if compozy_backend == 'sqlite-file' else 0)\n\n"
+        "def test_y(compozy_store):\n    assert compozy_store\n\n"
+        "def test_plain():\n    pass\n"
+    )
+    result = pytester.runpytest_subprocess("--compozy-backend", "sqlite,sqlite-file")
+    line = next(x for x in result.outlines if x.startswith("compozy time per backend:"))
+    found = re.findall(r"(sqlite(?:-file)?) (\d+) tests in ([\d.]+)s", line)
+    assert {name: int(n) for name, n, _ in found} == {"sqlite": 2, "sqlite-file": 2}
+    seconds = {name: float(s) for name, _, s in found}
+    assert seconds["sqlite-file"] >= 1.0  # its sleep is counted where it ran
