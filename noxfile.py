@@ -14,8 +14,11 @@ nox.options.sessions = ["lint", "test-sqlite", "test-postgres", "downstream", "c
 nox.options.default_venv_backend = "venv"
 
 # Branch coverage gates, enforced by the coverage session on the combined data of both backends.
-TOTAL_GATE = 90
+# The product gate leaves out the contract suite's test bodies (compozy_testkit/contract), which
+# the tests run by construction and would otherwise carry the total.
+PRODUCT_GATE = 90
 STORE_GATE = 95
+CONTRACT_BODIES = "compozy_testkit/contract/*"
 
 
 def _install(session: nox.Session) -> None:
@@ -55,6 +58,8 @@ def lint(session: nox.Session) -> None:
         "--builtin-schema",
         "vendor.github-workflows",
         ".github/workflows/ci.yml",
+        ".github/workflows/compozy-testkit.yml",
+        "examples/downstream/.github/workflows/tests.yml",
     )
 
 
@@ -136,7 +141,17 @@ def coverage(session: nox.Session) -> None:
     # per-backend files it finds next to .coverage, and a second run would have nothing left.
     env = {"COVERAGE_FILE": ".coverage-combined"}
     session.run("coverage", "combine", "--keep", *parts, env=env)
-    session.run("coverage", "report", f"--fail-under={TOTAL_GATE}", env=env)
+    session.log("everything measured, contract bodies included (no gate):")
+    session.run("coverage", "report", "--format=total", env=env)
+    session.log(f"the product, compozy and the testkit's machinery (gate {PRODUCT_GATE}%):")
+    session.run(
+        "coverage",
+        "report",
+        f"--omit={CONTRACT_BODIES}",
+        f"--fail-under={PRODUCT_GATE}",
+        env=env,
+    )
+    session.log(f"the store (gate {STORE_GATE}%):")
     session.run(
         "coverage", "report", "--include=compozy/store/*", f"--fail-under={STORE_GATE}", env=env
     )
