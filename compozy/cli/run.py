@@ -13,7 +13,7 @@ import typer
 from compozy.cli.main import silence_stdout
 from compozy.cli.runtime import ConfigFlags, config_options, open_runtime
 from compozy.cli.serving import EXIT_INTERRUPTED, Stopper
-from compozy.core import Status
+from compozy.core import Status, parse_json
 from compozy.errors import ValidationError
 from compozy.store import Store
 from compozy.task import TaskState
@@ -50,14 +50,8 @@ def _parse_input(text: str | None) -> dict[str, Any] | None:
         return None
     source = "stdin" if text == "-" else text[1:] if text.startswith("@") else None
     what = "--input" if source is None else f"the --input read from {source}"
-    try:
-        value = json.loads(_read_input(text))
-    except json.JSONDecodeError as exc:
-        raise ValidationError(
-            f"{what} is not valid JSON ({exc.msg} at character {exc.pos})"
-        ) from None
-    except RecursionError:
-        raise ValidationError(f"{what} is nested too deeply to read") from None
+    # The store's JSON rules (compozy.core): any depth is refused at MAX_JSON_DEPTH, in one line.
+    value = parse_json(_read_input(text), what)
     if not isinstance(value, dict):
         raise ValidationError(f'{what} must be a JSON object, such as \'{{"name": "Ada"}}\'')
     return value
