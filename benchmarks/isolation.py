@@ -34,7 +34,7 @@ import psycopg
 
 from compozy.config import DatabaseConfig
 from compozy.core import Component, Status
-from compozy.store import Store, open_sqlite_connection, open_store
+from compozy.store import Store, open_sqlite_connection, open_store, sql_connection
 from compozy.store.tables import TABLES
 from compozy.task import TaskState
 from compozy.workflow import WorkflowState
@@ -230,10 +230,11 @@ def postgres(
     counter = itertools.count()
 
     def new_store_then(url: str, wipe: str) -> None:
+        # The wipe goes through the test's own Store, as the plugin's does: no extra connection.
         with open_store(config(url)) as store:
             body(store)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(wipe)
+            with sql_connection(store, write=True) as conn:
+                conn.exec_driver_sql(wipe)
 
     def clone() -> None:
         name = f"{run.prefix}_t{next(counter)}"
