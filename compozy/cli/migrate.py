@@ -1,7 +1,12 @@
-"""``compozy migrate up|down|status``: move a database along the migration history."""
+"""``compozy migrate up|down|status``: move a database along the migration history.
+
+A ``down`` that would drop tables holding rows lists them with their row counts first, then
+asks on a terminal, or needs ``--yes`` elsewhere; a ``down`` that drops no rows just runs.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -15,6 +20,7 @@ from compozy.cli.runtime import (
 )
 from compozy.errors import ValidationError
 from compozy.store import Store, migrations
+from compozy.store.dropped import rows_dropped
 from compozy.store.migrations import MigrationStatus
 
 __all__ = ["down", "migrate_app", "status", "up"]
@@ -68,10 +74,16 @@ def down(
         int | None,
         typer.Option("--steps", metavar="N", min=1, help="Number of revisions to revert."),
     ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", "-y", help="Drop tables that hold rows without asking (needed off a terminal)."
+        ),
+    ] = False,
     *,
     flags: ConfigFlags,
 ) -> None:
-    """Revert migrations, back to --to REV or by --steps N."""
+    """Revert migrations, back to --to REV or by --steps N; asks before dropping any rows."""
     # Checked before the store opens, which would create a missing SQLite file for nothing.
     if (to is None) == (steps is None):
         raise ValidationError(
@@ -81,7 +93,58 @@ def down(
     refuse_missing_sqlite_file(config, "revert")
     with unmigrated_store(config) as store:
         before = migrations.status(store)
+        checkable, target = _down_target(before, to, steps)
+        if checkable:
+            _confirm_dropped_rows(store, before, target, yes=yes)
         _report(store, before, migrations.downgrade(store, to=to, steps=steps))
+
+
+def _down_target(
+    before: MigrationStatus, to: str | None, steps: int | None
+) -> tuple[bool, str | None]:
+    """(True, the revision a down goes back to, None for base), or (False, None) where
+    ``downgrade`` itself refuses it (more steps than applied, a revision not behind this one)."""
+    applied = before.applied
+    if to is not None:
+        if to == "base":
+            return True, None
+        return (True, to) if to in applied else (False, None)
+    assert steps is not None
+    if steps > len(applied):
+        return False, None
+    return True, applied[-steps - 1] if steps < len(applied) else None
+
+
+def _confirm_dropped_rows(
+    store: Store, before: MigrationStatus, target: str | None, *, yes: bool
+) -> None:
+    """List the rows the down would delete; then ask, or need ``--yes`` off a terminal."""
+    counts = rows_dropped(store, before.current, target)
+    total = sum(counts.values())
+    if not total:
+        return
+    typer.echo(
+        f"migrate down from {_revision(before.current, before.head)} to "
+        f"{_revision(target, before.head)} drops these tables and every row in them:"
+    )
+    width = max(len(name) for name in counts)
+    for name, rows in counts.items():
+        typer.echo(f"  {name.ljust(width)}  {rows} row{'' if rows == 1 else 's'}")
+    if {"users", "api_keys"} & counts.keys():
+        typer.echo(
+            "Every API key stops working: after `compozy migrate up`, make an admin and a key "
+            "with `compozy users create EMAIL --role admin` and `compozy keys create --user EMAIL`."
+        )
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ValidationError(
+            f"migrate down would delete {total} row{'' if total == 1 else 's'} (listed above) "
+            "and cannot ask for confirmation without a terminal; pass --yes to confirm"
+        )
+    if not typer.confirm("Drop them?", default=False, err=True):
+        typer.echo("nothing was changed", err=True)
+        raise typer.Abort()
 
 
 @migrate_app.command()
