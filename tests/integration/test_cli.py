@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
-from cli_support import SHARED_BACKENDS, Cli, Result, assert_one_error_line, db_flags
+from cli_support import (
+    SHARED_BACKENDS,
+    Cli,
+    Result,
+    assert_one_error_line,
+    db_flags,
+    run_compozy,
+)
 
 import compozy
 import compozy.cli.init as cli_init
-from compozy.auth import Role
-from compozy.auth.keys import fingerprint, verify_api_key
+from compozy.auth import Role, User
+from compozy.auth.keys import TEST_BCRYPT_ROUNDS, fingerprint, new_api_key, verify_api_key
 from compozy.config import load_config
 from compozy.errors import StoreUnavailable
 from compozy.store import Store, migrations, open_store
@@ -23,6 +35,9 @@ KEY_PATTERN = re.compile(r"cpzy_[A-Za-z0-9]+_[A-Za-z0-9]+")
 UNREACHABLE_POSTGRES = "postgresql://nobody@127.0.0.1:1/x"
 REVISIONS = migrations.revisions()
 HEAD = REVISIONS[-1]
+POSTGRES_ONLY = pytest.mark.compozy_backends(
+    "postgres", reason="what init writes for a PostgreSQL database"
+)
 
 
 def current_revision(database: TestDatabase) -> str | None:
@@ -38,7 +53,12 @@ def init_project(cli: Cli, directory: Path, *args: str) -> tuple[Result, str]:
     """Run `compozy init DIR` successfully; return the result and the plaintext key."""
     result = cli("init", str(directory), *args)
     assert result.code == 0, result.err
-    keys = KEY_PATTERN.findall(result.out)
+    keys = [
+        key
+        for line in result.out.splitlines()
+        if line.startswith("api key:")
+        for key in KEY_PATTERN.findall(line)
+    ]
     assert len(keys) == 1, result.out
     return result, keys[0]
 
@@ -180,6 +200,162 @@ def test_init_into_a_file_is_refused(cli: Cli, tmp_path: Path) -> None:
     assert target.read_text(encoding="utf-8") == "x"
 
 
+# --- init with the database flags and DB_* variables --------------------------------------------
+
+
+def _url(database: TestDatabase) -> str:
+    assert database.config is not None
+    assert database.config.conn_string is not None
+    return database.config.conn_string.get_secret_value()
+
+
+def _with_password(url: str) -> tuple[str, str]:
+    """``url`` with a password in it (the test server trusts local connections), and that
+    password."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url, parts.password
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:pw-s3cret-1@{host}")), "pw-s3cret-1"
+
+
+def _written(directory: Path) -> dict[str, object]:
+    settings = yaml.safe_load((directory / "compozy.yaml").read_text(encoding="utf-8"))
+    assert settings["workflows"] == ["workflows/*.yaml"]
+    database: dict[str, object] = settings["database"]
+    return database
+
+
+@SHARED_BACKENDS
+def test_init_with_database_flags_writes_a_config_for_that_database(
+    tmp_path: Path, compozy_empty_database: TestDatabase
+) -> None:
+    demo = tmp_path / "demo"
+
+    result = run_compozy("init", str(demo), *db_flags(compozy_empty_database), cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    config = compozy_empty_database.config
+    assert config is not None
+    if compozy_empty_database.backend == "postgres":
+        expected = {"driver": "postgres", "conn_string": _url(compozy_empty_database)}
+    else:  # a file outside the project is written as its absolute path
+        expected = {"driver": "sqlite", "path": str(config.path)}
+    assert _written(demo) == expected
+    # The next command, in the project and without flags, finds the admin init made.
+    users = run_compozy("users", "list", cwd=demo)
+    assert users.code == 0, users.err
+    assert users.out.splitlines()[1].split()[1:3] == ["admin@localhost", "admin"]
+
+
+@POSTGRES_ONLY
+def test_init_from_the_environment_writes_a_reference_not_the_password(
+    tmp_path: Path, compozy_empty_database: TestDatabase
+) -> None:
+    url, password = _with_password(_url(compozy_empty_database))
+    demo = tmp_path / "demo"
+
+    result = run_compozy(
+        "init", str(demo), env={"DB_DRIVER": "postgres", "DB_CONN_STRING": url}, cwd=tmp_path
+    )
+
+    assert result.code == 0, result.err
+    assert _written(demo) == {"driver": "postgres", "conn_string": "${DB_CONN_STRING}"}
+    assert password not in (demo / "compozy.yaml").read_text(encoding="utf-8")
+    assert password not in result.out + result.err
+    assert "note:     the config reads the connection string from ${DB_CONN_STRING}" in result.out
+    # The driver comes from the file now: only the variable is needed.
+    listed = run_compozy("users", "list", cwd=demo, env={"DB_CONN_STRING": url})
+    assert "admin@localhost" in listed.out, listed.err
+    unset = run_compozy("users", "list", cwd=demo)
+    line = assert_one_error_line(unset)
+    assert "database.conn_string from ${DB_CONN_STRING}" in line
+    assert "DB_CONN_STRING is not set" in line
+
+
+@POSTGRES_ONLY
+def test_init_from_db_password_and_parts_refers_to_db_password(
+    cli: Cli, tmp_path: Path, compozy_empty_database: TestDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, password = _with_password(_url(compozy_empty_database))
+    parts = urlsplit(url)
+    environment = {
+        "DB_DRIVER": "postgres",
+        "DB_HOST": str(parts.hostname),
+        "DB_PORT": str(parts.port or 5432),
+        "DB_USER": str(parts.username),
+        "DB_NAME": parts.path.lstrip("/"),
+        "DB_PASSWORD": password,
+    }
+    for var, value in environment.items():
+        monkeypatch.setenv(var, value)
+    demo = tmp_path / "demo"
+
+    init_project(cli, demo)
+
+    assert _written(demo) == {
+        "driver": "postgres",
+        "host": environment["DB_HOST"],
+        "port": int(environment["DB_PORT"]),
+        "user": environment["DB_USER"],
+        "name": environment["DB_NAME"],
+        "password": "${DB_PASSWORD}",
+    }
+    monkeypatch.delenv("DB_DRIVER")  # from here on, the file says postgres
+    status = cli("migrate", "status", "--config", str(demo / "compozy.yaml"))
+    assert status.out.splitlines()[1] == f"current:  {HEAD} (head)", status.err
+
+
+@POSTGRES_ONLY
+def test_a_password_given_as_a_flag_is_written_to_an_owner_only_file(
+    cli: Cli, tmp_path: Path, compozy_empty_database: TestDatabase
+) -> None:
+    url, _ = _with_password(_url(compozy_empty_database))
+    demo = tmp_path / "demo"
+
+    result, _ = init_project(cli, demo, "--db-driver", "postgres", "--db-conn-string", url)
+
+    assert _written(demo) == {"driver": "postgres", "conn_string": url}
+    assert stat.S_IMODE((demo / "compozy.yaml").stat().st_mode) == 0o600
+    assert "only you can read it" in result.out
+
+
+@POSTGRES_ONLY
+def test_init_on_a_database_that_has_an_admin_is_refused_and_leaves_nothing(
+    cli: Cli, tmp_path: Path, compozy_empty_database: TestDatabase
+) -> None:
+    flags = db_flags(compozy_empty_database)
+    init_project(cli, tmp_path / "first", *flags)
+
+    result = cli("init", str(tmp_path / "second"), *flags)
+
+    line = assert_one_error_line(result)
+    assert "has an admin already" in line
+    assert "compozy keys create --user EMAIL" in line
+    assert not (tmp_path / "second").exists()
+
+
+def test_init_refuses_an_in_memory_database(cli: Cli, tmp_path: Path) -> None:
+    result = cli("init", str(tmp_path / "demo"), "--db-driver", "sqlite", "--db-path", ":memory:")
+
+    assert ":memory:" in assert_one_error_line(result)
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_config_file_names_environment_variables(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "compozy.yaml"
+    config.write_text("database:\n  driver: sqlite\n  path: ${MY_DB_FILE}\n", encoding="utf-8")
+    monkeypatch.setenv("MY_DB_FILE", str(tmp_path / "mine.db"))
+
+    status = cli("migrate", "status", "--config", str(config))
+
+    assert status.out.splitlines()[0] == f"database: sqlite {tmp_path / 'mine.db'} (no file yet)"
+    config.write_text("database:\n  driver: sqlite\n  path: a$${MY_DB_FILE}\n", encoding="utf-8")
+    assert load_config(config).database.path == str(tmp_path / "a${MY_DB_FILE}")
+
+
 # --- migrate on both backends --------------------------------------------------------------------
 
 
@@ -258,6 +434,98 @@ def test_unknown_revision_is_refused(
 
     assert "no-such-rev" in assert_one_error_line(result)
     assert current_revision(compozy_empty_database) is None
+
+
+# --- migrate down that would delete rows --------------------------------------------------------
+
+
+def _with_an_admin(database: TestDatabase) -> None:
+    """Migrate the database to the head and give it an admin with a key: two rows to lose."""
+    assert database.config is not None
+    with open_store(database.config.model_copy(update={"auto_migrate": True})) as store:
+        admin = store.auth.create_initial_admin_if_none(User(email="ops@x.io"))
+        key, _ = new_api_key(admin.id, bcrypt_rounds=TEST_BCRYPT_ROUNDS)
+        store.auth.create_api_key(key)
+
+
+DROPPED_AT_BASE = [
+    f"migrate down from {HEAD} (head) to none drops these tables and every row in them:",
+    "  api_keys         1 row",
+    "  task_states      0 rows",
+    "  users            1 row",
+    "  workflow_states  0 rows",
+]
+
+
+@SHARED_BACKENDS
+def test_a_down_that_drops_rows_lists_them_and_needs_yes_off_a_terminal(
+    compozy_empty_database: TestDatabase,
+) -> None:
+    _with_an_admin(compozy_empty_database)
+    flags = db_flags(compozy_empty_database)
+
+    refused = run_compozy("migrate", "down", "--to", "base", *flags)
+
+    line = assert_one_error_line(refused)
+    assert "would delete 2 rows" in line
+    assert "pass --yes" in line
+    assert refused.out.splitlines()[:5] == DROPPED_AT_BASE
+    assert "Every API key stops working" in refused.out
+    assert current_revision(compozy_empty_database) == HEAD
+
+    done = run_compozy("migrate", "down", "--to", "base", "--yes", *flags)
+    assert done.code == 0, done.err
+    assert done.out.splitlines()[:5] == DROPPED_AT_BASE
+    assert done.out.strip().endswith(f"from {HEAD} (head) to none")
+    assert current_revision(compozy_empty_database) is None
+
+
+@SHARED_BACKENDS
+def test_a_down_that_drops_no_rows_asks_nothing(
+    cli: Cli, compozy_empty_database: TestDatabase
+) -> None:
+    _with_an_admin(compozy_empty_database)
+    flags = db_flags(compozy_empty_database)
+
+    # The head revision adds columns and indexes, no table: reverting it deletes no rows.
+    one_back = cli("migrate", "down", "--steps", "1", *flags)
+
+    assert one_back.code == 0, one_back.err
+    assert one_back.out.strip().endswith(f"from {HEAD} (head) to {REVISIONS[-2]}")
+    assert current_revision(compozy_empty_database) == REVISIONS[-2]
+
+
+@pytest.mark.parametrize(("answer", "code", "revision"), [("n", 1, HEAD), ("y", 0, None)])
+def test_on_a_terminal_a_down_that_drops_rows_asks_first(
+    cli: Cli, tmp_path: Path, answer: str, code: int, revision: str | None
+) -> None:
+    demo = tmp_path / "demo"
+    init_project(cli, demo)
+    terminal, process_side = pty.openpty()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "compozy.cli", "migrate", "down", "--to", "base"],
+            cwd=demo,
+            env=env,
+            stdin=process_side,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.write(terminal, f"{answer}\n".encode())
+        out, err = process.communicate(timeout=120)
+    finally:
+        os.close(terminal)
+        os.close(process_side)
+
+    assert process.returncode == code, err
+    assert out.splitlines()[1:5] == DROPPED_AT_BASE[1:]
+    assert "Drop them? [y/N]" in err
+    assert ("nothing was changed" in err) is (answer == "n")
+    database = load_config(demo / "compozy.yaml").database
+    with open_store(database.model_copy(update={"auto_migrate": False})) as store:
+        assert migrations.status(store).current == revision
 
 
 # --- errors: one line, exit 2, no secrets --------------------------------------------------------
