@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +61,26 @@ class Backend(ABC):
     def __init__(self, workdir: Path, state: KitState) -> None:
         """Set up this worker's copy of the template; ``workdir`` is the worker's own folder."""
         self._warm: Store | None = None
+        self._datasets: dict[str, Any] = {}
+        self._copies = itertools.count()
+
+    def dataset_store(
+        self, name: str, recipe: Callable[[Store], None], tmp_path: Path
+    ) -> tuple[Store, Callable[[], None]]:
+        """A Store on a private copy of dataset ``name`` (built by ``recipe`` the first time
+        on this worker), and how to drop the copy."""
+        template = self._datasets.get(name)
+        if template is None:
+            template = self._datasets[name] = self._build_dataset(name, recipe)
+        return self._copy_dataset(template, tmp_path)
+
+    @abstractmethod
+    def _build_dataset(self, name: str, recipe: Callable[[Store], None]) -> Any:
+        """A migrated database filled by ``recipe``, kept as the dataset's template."""
+
+    @abstractmethod
+    def _copy_dataset(self, template: Any, tmp_path: Path) -> tuple[Store, Callable[[], None]]:
+        """A Store on a new copy of ``template``, and how to drop it."""
 
     @abstractmethod
     def config(self) -> DatabaseConfig | None:
@@ -138,8 +159,17 @@ class MemoryBackend(Backend):
     def empty_database(self, tmp_path: Path) -> EmptyDatabase:
         return None, _nothing
 
+    def _build_dataset(self, name: str, recipe: Callable[[Store], None]) -> Any:
+        return self._template.dataset(recipe)
+
+    def _copy_dataset(self, template: Any, tmp_path: Path) -> tuple[Store, Callable[[], None]]:
+        store = template.store()
+        return store, store.close
+
     def close(self) -> None:
         super().close()
+        for template in self._datasets.values():
+            template.close()
         self._template.close()
 
 
@@ -152,6 +182,7 @@ class SQLiteFileBackend(Backend):
         super().__init__(workdir, state)
         self._template = FileTemplate(workdir / "template.db")
         self._file = workdir / "worker.db"
+        self._workdir = workdir
 
     def config(self) -> DatabaseConfig:
         if not self._file.exists():
@@ -163,6 +194,19 @@ class SQLiteFileBackend(Backend):
 
     def empty_database(self, tmp_path: Path) -> EmptyDatabase:
         return file_config(tmp_path / "empty.db"), _nothing  # tmp_path is pytest's to clean
+
+    def _build_dataset(self, name: str, recipe: Callable[[Store], None]) -> Any:
+        path = self._workdir / f"dataset-{len(self._datasets)}.db"
+        self._template.copy(path)
+        with open_store(file_config(path)) as store:
+            recipe(store)
+        return path  # closed: its WAL is checkpointed into the file, which copies whole
+
+    def _copy_dataset(self, template: Any, tmp_path: Path) -> tuple[Store, Callable[[], None]]:
+        path = tmp_path / f"dataset-copy-{next(self._copies)}.db"
+        shutil.copyfile(template, path)
+        store = open_store(file_config(path))
+        return store, store.close
 
 
 class PostgresBackend(Backend):
@@ -197,8 +241,27 @@ class PostgresBackend(Backend):
         url = self._server.create_database(name)
         return _postgres_config(url), lambda: self._server.drop_database(name)
 
+    def _build_dataset(self, name: str, recipe: Callable[[Store], None]) -> Any:
+        template = f"{self._name}_d{len(self._datasets)}"
+        url = self._server.create_database(template, template=self._template)
+        with open_store(_postgres_config(url)) as store:
+            recipe(store)
+        return template  # no session left on it, so CREATE DATABASE can copy it
+
+    def _copy_dataset(self, template: Any, tmp_path: Path) -> tuple[Store, Callable[[], None]]:
+        name = f"{self._name}_dc{next(self._copies)}"
+        store = open_store(_postgres_config(self._server.create_database(name, template=template)))
+
+        def drop() -> None:
+            store.close()
+            self._server.drop_database(name)
+
+        return store, drop
+
     def close(self) -> None:
         super().close()
+        for template in self._datasets.values():
+            self._server.drop_database(template)
         self._server.drop_database(self._name)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "auth_repo",
     "compozy_backend",
     "compozy_database",
+    "compozy_dataset",
     "compozy_empty_database",
     "compozy_empty_database_on",
     "compozy_factories",
@@ -90,6 +91,34 @@ def compozy_database(_compozy_backend: Backend, tmp_path: Path) -> Iterator[Test
 def compozy_empty_database(_compozy_backend: Backend, tmp_path: Path) -> Iterator[TestDatabase]:
     """A database with no schema on the current backend (for migration tests)."""
     yield from _test_database(_compozy_backend, tmp_path, migrated=False)
+
+
+@pytest.fixture
+def compozy_dataset(
+    request: pytest.FixtureRequest, _compozy_backend: Backend, tmp_path: Path
+) -> Iterator[Store]:
+    """A Store on a private copy of the dataset named by ``@pytest.mark.compozy_dataset(name)``
+    (registered with ``compozy_testkit.datasets.dataset``), on the current backend. The first
+    test that asks for a dataset on a worker and backend builds it; the others copy it."""
+    from compozy_testkit.datasets import DATASETS
+
+    marker = request.node.get_closest_marker("compozy_dataset")
+    if marker is None or len(marker.args) != 1:
+        pytest.fail(
+            "compozy_dataset needs @pytest.mark.compozy_dataset(name) on the test", pytrace=False
+        )
+    name = marker.args[0]
+    recipe = DATASETS.get(name)
+    if recipe is None:
+        known = ", ".join(sorted(DATASETS)) or "none"
+        pytest.fail(
+            f"no compozy dataset named {name!r} (registered: {known}); register it with "
+            "compozy_testkit.datasets.dataset in a conftest.py",
+            pytrace=False,
+        )
+    store, drop = _compozy_backend.dataset_store(name, recipe, tmp_path)
+    yield store
+    drop()
 
 
 @pytest.fixture

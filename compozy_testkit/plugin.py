@@ -137,6 +137,11 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(*names, reason=''): run this test only on the named compozy backends "
         f"({', '.join(BACKENDS)}); on the others it is skipped with the reason",
     )
+    config.addinivalue_line(
+        "markers",
+        "compozy_dataset(name): the compozy_dataset fixture gives this test a private copy of "
+        "the dataset registered as name (compozy_testkit.datasets), built once per worker",
+    )
     url = _setting(
         config, "--compozy-postgres-url", "COMPOZY_TEST_POSTGRES_URL", "compozy_postgres_url"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from compozy.config import DatabaseConfig
@@ -26,13 +27,38 @@ class MemoryTemplate:
 
     def store(self, *, busy_timeout: float = 5.0) -> Store:
         """A Store over a private in-memory copy of the migrated template."""
-        clone = sqlite3.connect(":memory:", check_same_thread=False)
-        self._connection.backup(clone)
-        return open_sqlite_connection(clone, busy_timeout=busy_timeout)
+        return open_sqlite_connection(_copy(self._connection), busy_timeout=busy_timeout)
+
+    def dataset(self, recipe: Callable[[Store], None]) -> MemoryDataset:
+        """A copy of the template filled by ``recipe``, to be copied in turn."""
+        return MemoryDataset(_copy(self._connection), recipe)
 
     def close(self) -> None:
         """Drop the template."""
         self._store.close()
+
+
+class MemoryDataset:
+    """An in-memory database filled once by a recipe; each Store gets a private copy of it."""
+
+    def __init__(self, connection: sqlite3.Connection, recipe: Callable[[Store], None]) -> None:
+        self._connection = connection
+        self._store = open_sqlite_connection(connection)
+        recipe(self._store)
+
+    def store(self) -> Store:
+        """A Store over a private in-memory copy of the filled database."""
+        return open_sqlite_connection(_copy(self._connection))
+
+    def close(self) -> None:
+        """Drop the filled database."""
+        self._store.close()
+
+
+def _copy(connection: sqlite3.Connection) -> sqlite3.Connection:
+    clone = sqlite3.connect(":memory:", check_same_thread=False)
+    connection.backup(clone)
+    return clone
 
 
 def empty_memory_store(*, busy_timeout: float = 5.0) -> Store:
