@@ -212,8 +212,8 @@ def parse_json(text: str, field: str) -> Any:
 
 def _too_deep(field: str) -> str:
     return (
-        f"{field} nests objects and arrays deeper than {MAX_JSON_DEPTH} levels, the limit for "
-        "stored JSON; flatten it"
+        f"{field} is nested too deeply: its objects and arrays nest deeper than {MAX_JSON_DEPTH} "
+        "levels, the limit for stored JSON; flatten it"
     )
 
 

@@ -230,7 +230,7 @@ class ValueContract:
         assert getattr(loaded, field) == deepest[field]
         # One level more, and far more (where drivers' encoders would recurse past Python's
         # limit): the same ValidationError naming the field, on every backend, before any SQL.
-        refused = f"^{field} nests .* deeper than {MAX_JSON_DEPTH} levels"
+        refused = f"^{field} is nested too deeply: .* deeper than {MAX_JSON_DEPTH} levels"
         for levels in (MAX_JSON_DEPTH + 1, 400, 5000):
             too_deep: dict[str, Any] = {field: nested(levels)}
             with pytest.raises(ValidationError, match=refused):

@@ -34,7 +34,9 @@ def test_parse_json_reads_json_up_to_the_depth_limit() -> None:
 def test_parse_json_refuses_deeper_json_naming_the_field_not_a_recursion_error(
     levels: int,
 ) -> None:
-    with pytest.raises(ValidationError, match=r"^--input nests .* deeper than 64 levels"):
+    with pytest.raises(
+        ValidationError, match=r"^--input is nested too deeply: .* deeper than 64 levels"
+    ):
         parse_json(arrays(levels), "--input")
 
 
@@ -77,9 +79,9 @@ def test_check_json_counts_objects_and_arrays_alike_and_scalars_not_at_all() -> 
     for level in range(MAX_JSON_DEPTH):
         value = {"k": value} if level % 2 else [value]
     assert check_json(value, "output") is value  # 64 levels, then a string
-    with pytest.raises(ValidationError, match=r"^output nests"):
+    with pytest.raises(ValidationError, match=r"^output is nested too deeply"):
         check_json([value], "output")
-    with pytest.raises(ValidationError, match=r"^error nests"):
+    with pytest.raises(ValidationError, match=r"^error is nested too deeply"):
         check_json_object({"k": value}, "error")
 
 
