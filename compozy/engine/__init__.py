@@ -13,7 +13,7 @@ from compozy.engine.definitions import (
 )
 from compozy.engine.engine import Engine, UnknownWorkflow
 from compozy.engine.executor import ERROR_CODES, TaskCallback
-from compozy.engine.loading import load_definition_file, load_definitions
+from compozy.engine.loading import WorkflowCatalog, load_definition_file, load_definitions
 from compozy.engine.tools import BUILTIN_TOOLS, ToolError, ToolResult
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "ToolError",
     "ToolResult",
     "UnknownWorkflow",
+    "WorkflowCatalog",
     "WorkflowDefinition",
     "load_definition_file",
     "load_definitions",

@@ -25,8 +25,9 @@ from compozy.core import Status, new_id
 from compozy.core.closing import ClosedOnExit
 from compozy.engine.definitions import LOGGER_NAME, WorkflowDefinition
 from compozy.engine.executor import CANCEL, RunStopped, TaskCallback, WorkflowRun
+from compozy.engine.loading import WorkflowCatalog
 from compozy.engine.templates import Templates
-from compozy.errors import ClaimLost, CompozyError, NotFoundError
+from compozy.errors import ClaimLost, CompozyError, NotFoundError, StoreUnavailable
 from compozy.workflow import Claim, WorkflowState
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class Engine(ClosedOnExit):
     def __init__(
         self,
         store: Store,
-        definitions: Mapping[str, WorkflowDefinition],
+        definitions: Mapping[str, WorkflowDefinition] | WorkflowCatalog,
         *,
         max_concurrent_workflows: int = 4,
         max_parallel_tasks: int = 8,
@@ -95,7 +96,12 @@ class Engine(ClosedOnExit):
                 "positive and at least twice the poll interval"
             )
         self._store = store
-        self._definitions: Mapping[str, WorkflowDefinition] = MappingProxyType(dict(definitions))
+        # A catalog is looked at again by the worker loop (new and changed files); a mapping
+        # is fixed for the engine's life.
+        self._catalog = definitions if isinstance(definitions, WorkflowCatalog) else None
+        self._fixed: Mapping[str, WorkflowDefinition] = MappingProxyType(
+            {} if isinstance(definitions, WorkflowCatalog) else dict(definitions)
+        )
         self._capacity = max_concurrent_workflows
         self._max_parallel_tasks = max_parallel_tasks
         self.worker_id = worker_id or default_worker_id()
@@ -112,11 +118,12 @@ class Engine(ClosedOnExit):
         self._halt = threading.Event()
         self._loop: threading.Thread | None = None
         self._claiming = threading.Lock()  # held by a claim round; shutdown waits for it
+        self._loop_problem: str | None = None  # the worker loop's last error, said once
 
     @property
     def definitions(self) -> Mapping[str, WorkflowDefinition]:
-        """The workflow definitions by id (read-only)."""
-        return self._definitions
+        """The workflow definitions by id (read-only; with a catalog, the current ones)."""
+        return self._fixed if self._catalog is None else self._catalog.definitions
 
     @property
     def store(self) -> Store:
@@ -125,9 +132,19 @@ class Engine(ClosedOnExit):
 
     def definition(self, workflow_id: str) -> WorkflowDefinition:
         """The definition with this id, or ``UnknownWorkflow`` listing the known ids."""
-        found = self._definitions.get(workflow_id)
+        found = self.definitions.get(workflow_id)
+        if found is None and self._catalog is not None:
+            self._catalog.refresh(max_age=0.25)  # a file added a moment ago
+            found = self.definitions.get(workflow_id)
+            problem = self._catalog.unavailable(workflow_id) if found is None else None
+            if problem is not None:
+                raise UnknownWorkflow(
+                    f"workflow {workflow_id!r} is unavailable: its file does not load "
+                    f"({problem}); fix the file (a running worker loads it again within "
+                    f"{self._catalog.interval:g}s)"
+                )
         if found is None:
-            known = ", ".join(sorted(self._definitions)) or "none"
+            known = ", ".join(sorted(self.definitions)) or "none"
             raise UnknownWorkflow(f"no workflow definition with id {workflow_id!r}; known: {known}")
         return found
 
@@ -267,12 +284,24 @@ class Engine(ClosedOnExit):
     def _work(self) -> None:
         while not self._halt.is_set():
             try:
+                if self._catalog is not None:
+                    self._catalog.refresh()  # at most every catalog.interval seconds
                 self._renew()
                 self._claim()
             except CompozyError as exc:  # the database may be down for a while: keep trying
-                _log.warning("Worker %s: %s", self.worker_id, exc)
+                self._loop_failed(str(exc))
+            else:
+                if self._loop_problem is not None:
+                    self._loop_problem = None
+                    _log.warning("Worker %s: the database answers again", self.worker_id)
             self._wake.wait(self._poll)
             self._wake.clear()
+
+    def _loop_failed(self, problem: str) -> None:
+        """Say a problem of the worker loop once, not at every poll while it lasts."""
+        if problem != self._loop_problem:
+            _log.warning("Worker %s: %s (retrying every %gs)", self.worker_id, problem, self._poll)
+        self._loop_problem = problem
 
     def _renew(self) -> None:
         with self._lock:
@@ -297,7 +326,7 @@ class Engine(ClosedOnExit):
             if free < 1:
                 return
             claims = self._store.queue.claim(
-                self.worker_id, limit=free, lease=self._lease, workflow_ids=list(self._definitions)
+                self.worker_id, limit=free, lease=self._lease, workflow_ids=list(self.definitions)
             )
             for claim in claims:
                 self._start_claimed(claim)
@@ -319,11 +348,16 @@ class Engine(ClosedOnExit):
                 return
             if claim.previous_worker is not None:
                 _log.warning(
-                    "Resuming execution %s: worker %s stopped renewing its lease",
+                    "Resuming execution %s: worker %s held it and stopped renewing its lease "
+                    "(its process likely stopped); its finished tasks are kept, the unfinished "
+                    "ones run again",
                     exec_id,
                     claim.previous_worker,
                 )
             state = self._store.workflows.get_state(exec_id)
+            if state.workflow_id not in self.definitions:  # its file went away since the claim
+                self._store.queue.release(claim)
+                return
         except ClaimLost:
             return
         active = self._hold(state, claim, background=True)
@@ -363,15 +397,35 @@ class Engine(ClosedOnExit):
                 _log.warning("Execution %s is held by another worker now; stopped here", exec_id)
         except ClaimLost as lost:
             _log.warning("Stopped execution %s: %s", exec_id, lost)
+        except StoreUnavailable as exc:  # busy past its timeout, or gone: not an engine bug
+            _log.error(
+                "Execution %s of workflow %s stopped: the database could not store its "
+                "progress: %s",
+                exec_id,
+                run.workflow_id,
+                exc,
+            )
+            self._end(
+                claim,
+                Status.FAILED,
+                "DATABASE_UNAVAILABLE",
+                f"the database could not store this execution's progress: {exc}",
+            )
         except Exception as exc:  # noqa: BLE001 - never leave an execution RUNNING
-            _log.exception(
-                "Execution %s of workflow %s failed in the engine", exec_id, run.workflow_id
+            cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            _log.error(
+                "Execution %s of workflow %s failed in the engine (%s); it is marked FAILED "
+                "with code ENGINE_ERROR",
+                exec_id,
+                run.workflow_id,
+                cause,
+                exc_info=exc,
             )
             self._end(
                 claim,
                 Status.FAILED,
                 "ENGINE_ERROR",
-                f"the engine failed while running this execution: {exc}",
+                f"the engine failed while running this execution: {cause}",
             )
         finally:
             with self._lock:
@@ -396,11 +450,13 @@ class Engine(ClosedOnExit):
             )
         except ClaimLost:
             pass  # another worker holds it now, or it finished: nothing of ours to end
-        except CompozyError:  # the store itself may be what failed; the lease will expire
-            _log.exception(
-                "Could not mark execution %s %s; another worker resumes it once its lease expires",
+        except CompozyError as exc:  # the store itself may be what failed; the lease expires
+            _log.error(
+                "Could not mark execution %s %s (%s); another worker resumes it once its lease "
+                "expires",
                 claim.workflow_exec_id,
                 status.value,
+                exc,
             )
 
     def _let_go(self, active: _Active) -> None:
@@ -461,4 +517,4 @@ class Engine(ClosedOnExit):
         self.shutdown(math.inf if wait else 0.0)
 
     def __repr__(self) -> str:
-        return f"<Engine {self.worker_id}: {len(self._definitions)} workflow(s) on {self._store!r}>"
+        return f"<Engine {self.worker_id}: {len(self.definitions)} workflow(s) on {self._store!r}>"

@@ -56,6 +56,7 @@ ERROR_CODES = (
     "CANCELED",
     "TASK_FAILED",
     "INTERRUPTED",
+    "DATABASE_UNAVAILABLE",
     "ENGINE_ERROR",
 )
 """Every ``error.code`` the engine writes (besides the store's OUTPUT_TRANSFORMATION_FAILED)."""

@@ -26,6 +26,13 @@ def calls(key: str) -> list[float]:
     return tools_for_tests.CALLS.get(key, [])
 
 
+def fail_fast(*children: str) -> str:
+    """A workflow ``w`` whose one task is ``fan``, a fail_fast parallel of these children."""
+    listed = "".join(f"      - {child}\n" for child in children)
+    fan = "  - id: fan\n    type: parallel\n    strategy: fail_fast\n    tasks:\n"
+    return f"id: w\ntasks:\n{fan}{listed}"
+
+
 # --- timeout ------------------------------------------------------------------------------------
 
 
@@ -142,24 +149,12 @@ def test_a_sequential_collection_past_its_timeout_starts_no_further_item(
 def test_a_composite_in_a_fail_fast_parallel_is_canceled_with_its_running_child(
     define: Define, make_engine: MakeEngine, key: str
 ) -> None:
-    engine = make_engine(
-        define(
-            f"""
-            id: w
-            tasks:
-              - id: fan
-                type: parallel
-                strategy: fail_fast
-                tasks:
-                  - id: steps
-                    type: composite
-                    tasks:
-                      - {{id: first, tool: "TOOLS:slow", with: {{key: {key}, seconds: {LONG}}}}}
-                      - {{id: second, tool: echo}}
-                  - {{id: boom, tool: "TOOLS:flaky", with: {{key: "{key}-boom", failures: 9}}}}
-            """
-        )
+    steps = (
+        f'{{id: steps, type: composite, tasks: [{{id: first, tool: "TOOLS:slow", '
+        f"with: {{key: {key}, seconds: {LONG}}}}}, {{id: second, tool: echo}}]}}"
     )
+    boom = f'{{id: boom, tool: "TOOLS:flaky", with: {{key: "{key}-boom", failures: 9}}}}'
+    engine = make_engine(define(fail_fast(steps, boom)))
     started = time.monotonic()
 
     final = engine.run("w")
@@ -204,56 +199,42 @@ def test_retry_tries_a_failing_tool_again_after_a_growing_backoff(
     assert len(tasks_by_id(engine.store, final.workflow_exec_id)["shaky"]) == 1
 
 
-def test_retries_as_compozy_writes_them_gives_that_many_more_tries(
-    define: Define, make_engine: MakeEngine, key: str
+EXHAUSTED = {
+    # retries: 1, as Compozy writes it: one more try after the default backoff of 1s.
+    "retries-then-tool-failed": (
+        '{id: t, tool: "TOOLS:flaky", with: {key: KEY, failures: 9}, retries: 1}',
+        Status.FAILED,
+        {"message": "call 2 failed (attempt 2 of 2)", "code": "TOOL_FAILED", "attempts": 2},
+    ),
+    # Each attempt gets the whole timeout; the last one timing out ends the task TIMED_OUT.
+    "timeout-every-attempt": (
+        '{id: t, tool: "TOOLS:slow", with: {key: KEY, seconds: 20}, timeout: 200ms,'
+        " retry: {attempts: 2, backoff: 0}}",
+        Status.TIMED_OUT,
+        {
+            "message": "did not finish within its timeout of 0.2s (attempt 2 of 2)",
+            "code": "TIMED_OUT",
+            "attempts": 2,
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize(("task", "status", "error"), EXHAUSTED.values(), ids=EXHAUSTED.keys())
+def test_the_last_failed_attempt_ends_the_task_with_its_error_and_the_attempt_count(
+    define: Define,
+    make_engine: MakeEngine,
+    key: str,
+    task: str,
+    status: Status,
+    error: dict[str, object],
 ) -> None:
-    engine = make_engine(
-        define(
-            f"""
-            id: w
-            tasks:
-              - {{id: shaky, tool: "TOOLS:flaky", with: {{key: {key}, failures: 9}}, retries: 1}}
-            """
-        )
-    )
-
-    # retries: 1 waits the default backoff of 1s once.
-    final = engine.run("w")
-
-    assert len(calls(key)) == 2
-    shaky = final.tasks["shaky"]
-    assert shaky.status is Status.FAILED
-    assert shaky.error == {
-        "message": "call 2 failed (attempt 2 of 2)",
-        "code": "TOOL_FAILED",
-        "attempts": 2,
-    }
-
-
-def test_each_attempt_gets_the_whole_timeout_and_a_last_timeout_ends_timed_out(
-    define: Define, make_engine: MakeEngine, key: str
-) -> None:
-    engine = make_engine(
-        define(
-            f"""
-            id: w
-            tasks:
-              - {{id: slow, tool: "TOOLS:slow", with: {{key: {key}, seconds: {LONG}}},
-                 timeout: 200ms, retry: {{attempts: 2, backoff: 0}}}}
-            """
-        )
-    )
+    engine = make_engine(define(f"id: w\ntasks: [{task.replace('KEY', key)}]\n"))
 
     final = engine.run("w")
 
     assert len(calls(key)) == 2
-    slow = final.tasks["slow"]
-    assert slow.status is Status.TIMED_OUT
-    assert slow.error == {
-        "message": "did not finish within its timeout of 0.2s (attempt 2 of 2)",
-        "code": "TIMED_OUT",
-        "attempts": 2,
-    }
+    assert (final.tasks["t"].status, final.tasks["t"].error) == (status, error)
 
 
 def test_a_template_failure_is_not_retried(
@@ -282,22 +263,14 @@ def test_a_template_failure_is_not_retried(
 def test_a_fail_fast_cancel_ends_the_backoff_of_a_retrying_sibling(
     define: Define, make_engine: MakeEngine, key: str
 ) -> None:
-    engine = make_engine(
-        define(
-            f"""
-            id: w
-            tasks:
-              - id: fan
-                type: parallel
-                strategy: fail_fast
-                tasks:
-                  - {{id: patient, tool: "TOOLS:flaky", with: {{key: {key}, failures: 9}},
-                     retry: {{attempts: 3, backoff: {LONG}s}}}}
-                  - {{id: boom, tool: "TOOLS:slow", with: {{key: "{key}-b", seconds: 0.2}},
-                     timeout: 50ms}}
-            """
-        )
+    patient = (
+        f'{{id: patient, tool: "TOOLS:flaky", with: {{key: {key}, failures: 9}}, '
+        f"retry: {{attempts: 3, backoff: {LONG}s}}}}"
     )
+    boom = (
+        f'{{id: boom, tool: "TOOLS:slow", with: {{key: "{key}-b", seconds: 0.2}}, timeout: 50ms}}'
+    )
+    engine = make_engine(define(fail_fast(patient, boom)))
     started = time.monotonic()
 
     final = engine.run("w")
