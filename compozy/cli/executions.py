@@ -19,10 +19,9 @@ from pydantic import BaseModel
 from compozy.api.executions import execution_summary
 from compozy.api.models import format_timestamp
 from compozy.api.serialize import workflow_detail_out, workflow_page_out, workflow_summary_out
-from compozy.cli.runtime import ConfigFlags, config_options, missing_sqlite_file
+from compozy.cli.runtime import ConfigFlags, config_options, existing_store
 from compozy.core import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Status
-from compozy.errors import ValidationError
-from compozy.store import Store, TransactionScope, open_store
+from compozy.store import Store, TransactionScope
 from compozy.task import TaskFilter, TaskState
 from compozy.workflow import WorkflowFilter, WorkflowSummary
 
@@ -42,19 +41,8 @@ _COLUMNS = ("ID", "WORKFLOW", "STATUS", "TASKS", "WORKER", "CREATED")
 
 @contextmanager
 def _store(flags: ConfigFlags) -> Iterator[Store]:
-    """The configured database; a SQLite file that does not exist is refused, not created."""
-    config = flags.load().database
-    missing = missing_sqlite_file(config)
-    if missing is not None:
-        raise ValidationError(
-            f"there is no SQLite database at {missing}; check --db-path or the config "
-            "file (`compozy init` or `compozy migrate up` creates one)"
-        )
-    store = open_store(config)
-    try:
+    with existing_store(flags.load().database) as store:
         yield store
-    finally:
-        store.close()
 
 
 def _print_json(model: BaseModel) -> None:

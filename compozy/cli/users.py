@@ -18,10 +18,10 @@ import typer
 
 from compozy.auth import APIKey, Role, User
 from compozy.auth.keys import fingerprint, new_api_key
-from compozy.cli.runtime import ConfigFlags, config_options, missing_sqlite_file
+from compozy.cli.runtime import ConfigFlags, config_options, existing_store
 from compozy.core.values import format_timestamp
-from compozy.errors import APIKeyNotFound, LastAdmin, ValidationError
-from compozy.store import Store, open_store
+from compozy.errors import APIKeyNotFound, LastAdmin
+from compozy.store import Store
 
 __all__ = ["keys_app", "users_app"]
 
@@ -51,19 +51,8 @@ _KEY_SHOWN_ONCE = (
 
 @contextmanager
 def _store(flags: ConfigFlags) -> Iterator[Store]:
-    """The configured database; a SQLite file that does not exist is refused, not created."""
-    config = flags.load().database
-    missing = missing_sqlite_file(config)
-    if missing is not None:
-        raise ValidationError(
-            f"there is no SQLite database at {missing}; check --db-path or the config file "
-            "(`compozy init` creates one)"
-        )
-    store = open_store(config)
-    try:
+    with existing_store(flags.load().database) as store:
         yield store
-    finally:
-        store.close()
 
 
 def _user(store: Store, ref: str) -> User:
