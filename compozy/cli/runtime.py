@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from compozy.config import Config, DatabaseConfig, load_config
-from compozy.engine import Engine, WorkflowDefinition, load_definitions
+from compozy.engine import Engine, WorkflowCatalog
 from compozy.errors import ValidationError
 from compozy.store import Store, open_store
 
@@ -142,7 +142,8 @@ def open_runtime(config_file: str | None, config: Config) -> Iterator[Runtime]:
     project = Path(config_file).resolve().parent if config_file else Path.cwd()
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))
-    definitions: dict[str, WorkflowDefinition] = load_definitions(config.workflows)
+    # A broken file is reported and left out; a worker picks up added and changed files.
+    definitions = WorkflowCatalog(config.workflows)
     store = open_store(config.database)
     try:
         runtime = config.runtime
