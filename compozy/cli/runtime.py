@@ -116,6 +116,23 @@ def refuse_missing_sqlite_file(config: DatabaseConfig, action: str) -> None:
 
 
 @contextmanager
+def existing_store(config: DatabaseConfig) -> Iterator[Store]:
+    """The configured database, for commands that manage what is in it (``executions``,
+    ``users``, ``keys``); a SQLite file that does not exist is refused, not created."""
+    missing = missing_sqlite_file(config)
+    if missing is not None:
+        raise ValidationError(
+            f"there is no SQLite database at {missing}; check --db-path or the config "
+            "file (`compozy init` or `compozy migrate up` creates one)"
+        )
+    store = open_store(config)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
 def unmigrated_store(config: DatabaseConfig) -> Iterator[Store]:
     """The configured database, opened without migrating it, for commands that move the
     schema themselves (``migrate``, ``import``) or must not (``export``, ``backup``)."""
