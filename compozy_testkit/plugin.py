@@ -68,6 +68,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(implied when CI=true)",
     )
     group.addoption(
+        "--compozy-reuse-db",
+        action="store_true",
+        default=False,
+        help="keep the migrated PostgreSQL template, and a throwaway local cluster, for the "
+        "next run while the migration history is unchanged (env COMPOZY_TEST_REUSE_DB, ini "
+        "compozy_reuse_db)",
+    )
+    group.addoption(
+        "--compozy-create-db",
+        action="store_true",
+        default=False,
+        help="with --compozy-reuse-db: build the kept template and cluster again",
+    )
+    group.addoption(
         "--compozy-parity-examples",
         type=int,
         default=200,
@@ -77,6 +91,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("compozy_backends", "default backends (comma or space separated)", default="")
     parser.addini("compozy_postgres_url", "PostgreSQL URL for the postgres backend", default="")
     parser.addini("compozy_postgres_source", "auto, local or docker", default="")
+    parser.addini(
+        "compozy_reuse_db", "keep the PostgreSQL template between runs", type="bool", default=False
+    )
     parser.addini(
         "compozy_require_postgres",
         "fail when PostgreSQL is unavailable",
@@ -154,6 +171,12 @@ def pytest_configure(config: pytest.Config) -> None:
         require_postgres=bool(required),
         postgres_url=url or None,
         postgres_source=_postgres_source(config),
+        reuse_db=bool(
+            _setting(
+                config, "--compozy-reuse-db", "COMPOZY_TEST_REUSE_DB", "compozy_reuse_db", flag=True
+            )
+        ),
+        create_db=bool(config.getoption("--compozy-create-db")),
     )
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:

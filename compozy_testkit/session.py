@@ -7,6 +7,9 @@ workers receive the result through ``workerinput`` and never start a server of t
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,9 +20,9 @@ import pytest
 BACKENDS = ("sqlite", "sqlite-file", "postgres")
 """In-memory SQLite, a SQLite file, PostgreSQL (``compozy_testkit.databases.BACKEND_CLASSES``)."""
 POSTGRES = "postgres"
+"""The backend that needs a server: the plugin provisions it when a collected test needs it."""
 PARITY_FIXTURE = "compozy_parity"
 """A test that takes it compares in-memory SQLite with PostgreSQL, so it needs PostgreSQL."""
-"""The backend that needs a server: the plugin provisions it when a collected test needs it."""
 
 
 def parse_backends(values: list[str]) -> tuple[str, ...]:
@@ -73,26 +76,50 @@ class KitState:
     server: Any = field(default=None, repr=False)  # PostgresServer, on the provisioning process
     timings: dict[str, list[float]] = field(default_factory=dict)
     """Per backend: [tests run, seconds spent in their set-up, call and teardown]."""
+    reuse_db: bool = False
+    """Keep the migrated PostgreSQL template (and a throwaway cluster) for the next run."""
+    create_db: bool = False
+    """With ``reuse_db``: build them again even if kept ones exist."""
 
     def provision_postgres(self) -> None:
-        """Start or reach PostgreSQL and migrate a template database (controller only)."""
+        """Start or reach PostgreSQL and migrate a template database (controller only); with
+        ``reuse_db``, one run at a time, so two runs never build the kept ones at once."""
+        if not self.reuse_db:
+            self._provision_postgres()
+            return
+        from filelock import FileLock
+
+        with FileLock(os.path.join(tempfile.gettempdir(), f"cpzy-pg-kept-{os.getuid()}.lock")):
+            self._provision_postgres()
+
+    def _provision_postgres(self) -> None:
         from compozy.config import DatabaseConfig
         from compozy.store import open_store
         from compozy_testkit.provision.postgres import PostgresUnavailable, acquire, unique_prefix
 
         started = time.perf_counter()
         try:
-            server = acquire(self.postgres_url, source=self.postgres_source)
+            server = acquire(
+                self.postgres_url,
+                source=self.postgres_source,
+                reuse=self.reuse_db,
+                fresh=self.create_db,
+            )
         except PostgresUnavailable as exc:
             self.postgres = PostgresRun(error="; ".join(exc.tried))
             return
         self.server = server
         prefix = unique_prefix()
-        template = f"{prefix}_template"
+        # A kept template is named after the migration history, so a changed history (a new
+        # revision, an edited SQL file) builds a new one.
+        template = f"cpzy_tpl_{history_fingerprint()}" if self.reuse_db else f"{prefix}_template"
         try:
-            url = server.create_database(template)
-            config = DatabaseConfig(driver="postgres", conn_string=url, auto_migrate=True)
-            open_store(config).close()
+            if self.reuse_db and self.create_db:
+                server.drop_database(template)
+            if not (self.reuse_db and server.has_database(template)):
+                url = server.create_database(template)
+                config = DatabaseConfig(driver="postgres", conn_string=url, auto_migrate=True)
+                open_store(config).close()
         except Exception as exc:  # noqa: BLE001 - reported as the reason PostgreSQL is unusable
             self.postgres = PostgresRun(source=server.source, error=f"template setup failed: {exc}")
             return
@@ -105,8 +132,12 @@ class KitState:
         )
 
     def shutdown(self) -> None:
-        """Drop the template and stop a server this process started."""
+        """Drop the template and stop a server this process started (both kept with
+        ``reuse_db``)."""
         if self.server is None:
+            return
+        if self.reuse_db:
+            self.server = None
             return
         if self.postgres is not None and self.postgres.template:
             # The server may be going away anyway; a failed drop must not fail the run.
@@ -122,6 +153,17 @@ class KitState:
         if self.postgres is None:
             return "no PostgreSQL: the postgres backend was not provisioned"
         return f"no PostgreSQL: {self.postgres.error}" if self.postgres.error else ""
+
+
+def history_fingerprint() -> str:
+    """A short hash of compozy's migration history: every revision file and SQL file."""
+    from compozy.store.migrations import SCRIPT_LOCATION
+
+    digest = hashlib.sha256()
+    for path in sorted(SCRIPT_LOCATION.glob("*/*")):
+        if path.suffix in (".py", ".sql"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 STATE_KEY = pytest.StashKey[KitState]()

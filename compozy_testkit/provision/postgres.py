@@ -75,6 +75,12 @@ class PostgresServer:
                 time.sleep(0.1)
         return self.url(name)
 
+    def has_database(self, name: str) -> bool:
+        """Whether a database called ``name`` exists."""
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            return found.fetchone() is not None
+
     def drop_database(self, name: str) -> None:
         """Drop ``name`` even if sessions are still connected to it."""
         self.execute(
@@ -97,9 +103,12 @@ SOURCES = ("auto", "local", "docker")
 """Where to look when no URL is given: both in order, only the local binaries, only Docker."""
 
 
-def acquire(url: str | None, *, source: str = "auto") -> PostgresServer:
+def acquire(
+    url: str | None, *, source: str = "auto", reuse: bool = False, fresh: bool = False
+) -> PostgresServer:
     """The first PostgreSQL that works: ``url`` if given, else by ``source``; or raise
-    ``PostgresUnavailable`` saying what was tried."""
+    ``PostgresUnavailable`` saying what was tried. With ``reuse``, a throwaway local cluster
+    is kept running for the next run (``fresh``: built again first)."""
     if source not in SOURCES:
         raise ValueError(f"unknown PostgreSQL source {source!r}; choose from {', '.join(SOURCES)}")
     if url:
@@ -112,9 +121,13 @@ def acquire(url: str | None, *, source: str = "auto") -> PostgresServer:
             raise PostgresUnavailable([f"URL {_mask(url)}: {reason}"]) from None
         return PostgresServer(url, f"URL {_mask(url)}", time.perf_counter() - started)
     tried = ["no URL given (--compozy-postgres-url / COMPOZY_TEST_POSTGRES_URL)"]
-    starters = {
-        "auto": (start_local_cluster, start_container),
-        "local": (start_local_cluster,),
+
+    def local() -> PostgresServer:
+        return kept_local_cluster(fresh=fresh) if reuse else start_local_cluster()
+
+    starters: tuple[Callable[[], PostgresServer], ...] = {
+        "auto": (local, start_container),
+        "local": (local,),
         "docker": (start_container,),
     }[source]
     for start in starters:
@@ -165,8 +178,49 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_local_cluster() -> PostgresServer:
-    """initdb + pg_ctl start in a short temp dir; stopped and removed by ``stop()``."""
+def kept_local_cluster(*, fresh: bool = False) -> PostgresServer:
+    """The throwaway cluster kept between runs (``--compozy-reuse-db``) in one folder per user
+    under /tmp: reached if it still runs, started again if it stopped, built if it is missing
+    or ``fresh``. Never stopped by the run; ``pg_ctl -D <folder>/data stop`` stops it."""
+    base = Path(f"/tmp/cpzy-pg-kept-{os.getuid()}")  # noqa: S108 - a short socket path
+    port_file = base / "port"
+    if fresh and base.exists():
+        _stop(base / "data")
+        shutil.rmtree(base, ignore_errors=True)
+    if port_file.exists():
+        started = time.perf_counter()
+        url = f"postgresql://postgres@127.0.0.1:{port_file.read_text().strip()}/postgres"
+        try:
+            with psycopg.connect(url, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return PostgresServer(
+                url, f"kept local cluster ({base})", time.perf_counter() - started
+            )
+        except psycopg.Error:
+            _stop(base / "data")
+            shutil.rmtree(base, ignore_errors=True)  # stopped or broken: build it again
+    server = start_local_cluster(base)
+    port_file.write_text(server.admin_url.rsplit(":", 1)[1].split("/")[0])
+    server.stop_callback = None
+    server.source = f"kept local cluster ({base}), new"
+    return server
+
+
+def _stop(data: Path) -> None:
+    bindir = find_bindir()
+    if bindir is None or not data.exists():
+        return
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run(
+        [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "-s", "stop"],
+        capture_output=True,
+        check=False,
+    )
+
+
+def start_local_cluster(base: Path | None = None) -> PostgresServer:
+    """initdb + pg_ctl start in ``base`` (default: a new short temp dir); stopped and removed
+    by ``stop()``."""
     bindir = find_bindir()
     if bindir is None:
         raise PostgresUnavailable([f"local cluster: initdb and pg_ctl not on PATH ({path_hint()})"])
@@ -178,7 +232,10 @@ def start_local_cluster() -> PostgresServer:
     # The unix socket path must stay under 107 bytes, so the folder lives directly in /tmp
     # (mkdtemp makes it private to its owner).
     short = "/tmp" if os.path.isdir("/tmp") else None  # noqa: S108
-    base = Path(tempfile.mkdtemp(prefix="cpzy-pg-", dir=short))
+    if base is None:
+        base = Path(tempfile.mkdtemp(prefix="cpzy-pg-", dir=short))
+    else:
+        base.mkdir(mode=0o700)
     data, log = base / "data", base / "server.log"
     if as_root:
         shutil.chown(base, "postgres", "postgres")
@@ -229,21 +286,7 @@ def start_local_cluster() -> PostgresServer:
     )
 
     def stop() -> None:
-        subprocess.run(
-            [
-                *prefix,
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-m",
-                "immediate",
-                "-w",
-                "-s",
-                "stop",
-            ],
-            capture_output=True,
-            check=False,
-        )
+        _stop(data)
         shutil.rmtree(base, ignore_errors=True)
 
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"

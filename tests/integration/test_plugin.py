@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -332,3 +333,41 @@ def test_the_run_ends_with_tests_and_seconds_per_backend(pytester: pytest.Pytest
     assert {name: int(n) for name, n, _ in found} == {"sqlite": 2, "sqlite-file": 2}
     seconds = {name: float(s) for name, _, s in found}
     assert seconds["sqlite-file"] >= 1.0  # its sleep is counted where it ran
+
+
+@pytest.mark.compozy_backends("postgres", reason="the kept template is PostgreSQL's")
+def test_reuse_db_keeps_the_migrated_template_until_create_db(
+    pytester: pytest.Pytester, request: pytest.FixtureRequest, compozy_backend: str
+) -> None:
+    from compozy_testkit.provision.postgres import PostgresServer
+    from compozy_testkit.session import STATE_KEY, history_fingerprint
+
+    run = request.config.stash[STATE_KEY].postgres
+    assert run is not None
+    server = PostgresServer(run.admin_url, "this run's", 0.0)
+    template = f"cpzy_tpl_{history_fingerprint()}"
+
+    def oid() -> int | None:
+        with psycopg.connect(run.admin_url) as conn:
+            row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (template,))
+            found = row.fetchone()
+        return int(found[0]) if found else None
+
+    pytester.makepyfile("def test_x(compozy_store):\n    assert compozy_store.driver\n")
+    flags = ["--compozy-backend", "postgres", "--compozy-postgres-url", run.admin_url]
+    try:
+        first = pytester.runpytest_subprocess(*flags, "--compozy-reuse-db", "--compozy-create-db")
+        assert first.ret == 0
+        built = oid()
+        assert built is not None  # kept after the run
+        again = pytester.runpytest_subprocess(*flags, "--compozy-reuse-db")
+        assert again.ret == 0
+        assert oid() == built  # found, not built again
+        rebuilt = pytester.runpytest_subprocess(*flags, "--compozy-reuse-db", "--compozy-create-db")
+        assert rebuilt.ret == 0
+        assert oid() not in (None, built)
+        plain = pytester.runpytest_subprocess(*flags)
+        assert plain.ret == 0
+    finally:
+        server.drop_database(template)
+    assert oid() is None
