@@ -8,7 +8,6 @@ one database, busy timeouts, pools, a missing schema) on the plugin's backends.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,19 +106,20 @@ class TransactionContract:
         wf = workflow(compozy_store)
         locked_task = task(compozy_store, wf)
         events: list[str] = []
-        started = threading.Event()
+        done = threading.Event()
 
         def other_writer() -> None:
-            started.set()
             compozy_store.tasks.merge_usage(locked_task.task_exec_id, usage(prompt=7))
             events.append("other writer done")
+            done.set()
 
         with compozy_store.transaction() as tx:
             tx.tasks.get_state_for_update(locked_task.task_exec_id)
             thread = threading.Thread(target=other_writer)
             thread.start()
-            started.wait()
-            time.sleep(0.3)  # give the other writer every chance to (wrongly) get through
+            # Unlocked, the other write takes milliseconds; a second of waiting without it
+            # finishing shows the lock holds it back (the test cannot pass without the lock).
+            assert not done.wait(timeout=1.0), "the other writer got through the row lock"
             events.append("lock holder commits")
         thread.join()
         assert events == ["lock holder commits", "other writer done"]
