@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,17 +15,22 @@ from typing import Annotated, Any
 
 import typer
 
-from compozy.config import Config, DatabaseConfig, load_config
+from compozy.config import Config, DatabaseConfig, find_config_file, load_config
 from compozy.engine import Engine, WorkflowCatalog
 from compozy.errors import ValidationError
 from compozy.store import Store, open_store
 
+_log = logging.getLogger("compozy.cli")
+
+INIT_DATABASE_FOLDER = ".compozy"
+"""The folder next to ``compozy.yaml`` where ``compozy init`` puts a SQLite database."""
 ConfigFile = Annotated[
     str | None,
     typer.Option(
         "--config",
         metavar="FILE",
-        help="Config file to read (default: compozy.yaml in the current directory, if any).",
+        help="Config file to read (default: compozy.yaml in the current directory or the "
+        "nearest folder above it, if any).",
     ),
 ]
 DbDriver = Annotated[
@@ -115,6 +121,22 @@ def refuse_missing_sqlite_file(config: DatabaseConfig, action: str) -> None:
         raise ValidationError(f"there is no SQLite database at {missing}, so nothing to {action}")
 
 
+def warn_if_recreated(config: DatabaseConfig) -> None:
+    """Say loudly that a lost database is about to be replaced by an empty one: when the SQLite
+    file is missing from a ``.compozy`` folder, where ``compozy init`` put it, opening would
+    silently create a new, empty database there (and ``compozy init`` refuses to run again)."""
+    missing = missing_sqlite_file(config)
+    if missing is None or Path(missing).parent.name != INIT_DATABASE_FOLDER:
+        return
+    _log.warning(
+        "there is no SQLite database at %s, where `compozy init` put this project's database; "
+        "an empty one is created there now. If the project had executions, users or API keys, "
+        "stop compozy and restore them: copy a backup made by `compozy backup` to that path, "
+        "or load an export with `compozy import FILE --replace`.",
+        missing,
+    )
+
+
 @contextmanager
 def existing_store(config: DatabaseConfig) -> Iterator[Store]:
     """The configured database, for commands that manage what is in it (``executions``,
@@ -156,11 +178,13 @@ class Runtime:
 def open_runtime(config_file: str | None, config: Config) -> Iterator[Runtime]:
     """Load the workflows, open the store (migrating it if configured) and start an engine."""
     # User tools are named module:function; like `python -m`, look for them next to the config.
-    project = Path(config_file).resolve().parent if config_file else Path.cwd()
+    found = Path(config_file) if config_file else find_config_file()
+    project = found.resolve().parent if found else Path.cwd()
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))
     # A broken file is reported and left out; a worker picks up added and changed files.
     definitions = WorkflowCatalog(config.workflows)
+    warn_if_recreated(config.database)
     store = open_store(config.database)
     try:
         runtime = config.runtime

@@ -8,10 +8,12 @@ import re
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from cli_support import (
     SHARED_BACKENDS,
@@ -28,7 +30,7 @@ from compozy.auth import Role, User
 from compozy.auth.keys import TEST_BCRYPT_ROUNDS, fingerprint, new_api_key, verify_api_key
 from compozy.config import load_config
 from compozy.errors import StoreUnavailable
-from compozy.store import Store, migrations, open_store
+from compozy.store import Store, migrations, open_store, sql_connection
 from compozy_testkit.databases import TestDatabase
 
 KEY_PATTERN = re.compile(r"cpzy_[A-Za-z0-9]+_[A-Za-z0-9]+")
@@ -102,13 +104,17 @@ def test_init_key_belongs_to_the_admin_and_verifies(cli: Cli, tmp_path: Path) ->
         assert migrations.status(store).current == HEAD
 
 
-def test_init_reports_the_knowledge_warning_as_one_line(cli: Cli, tmp_path: Path) -> None:
-    result = cli("init", str(tmp_path / "demo"))
-
+def test_init_and_run_say_nothing_about_knowledge_features_nobody_asked_for(
+    cli: Cli, tmp_path: Path
+) -> None:
+    demo = tmp_path / "demo"
+    result = cli("init", str(demo))
     assert result.code == 0
-    warnings = [line for line in result.err_lines if line.startswith("warning: ")]
-    assert len(warnings) == 1
-    assert "knowledge features" in warnings[0]
+
+    ran = run_compozy("run", "hello", cwd=demo)
+
+    assert ran.code == 0, ran.err
+    assert [line for line in result.err_lines + ran.err_lines if "knowledge" in line] == []
     assert result.error_lines == []
 
 
@@ -614,7 +620,10 @@ def test_a_password_in_the_connection_string_is_never_printed(cli: Cli, command:
 
 
 def test_repeated_runs_print_each_warning_once(cli: Cli, tmp_path: Path) -> None:
-    flags = ["--db-driver", "sqlite", "--db-path", str(tmp_path / "x.db")]
+    # A knowledge section with no vector DB, on SQLite: the one place that warning is printed.
+    config = tmp_path / "compozy.yaml"
+    config.write_text("knowledge:\n  vector_dbs: []\n", encoding="utf-8")
+    flags = ["--config", str(config), "--db-driver", "sqlite", "--db-path", str(tmp_path / "x.db")]
     cli("migrate", "status", *flags)
 
     result = cli("migrate", "status", *flags)
@@ -640,3 +649,206 @@ def test_version_prints_the_version(cli: Cli) -> None:
 
     assert result.code == 0
     assert result.out.strip() == f"compozy {compozy.__version__}"
+
+
+# --- messages that say the cause and what to do (issue 10, points 4 to 6) ---------------------
+
+
+def _deep_json(levels: int) -> str:
+    return '{"a": ' * (levels - 1) + "{}" + "}" * (levels - 1)
+
+
+def test_a_libpq_conn_string_with_a_port_that_is_not_a_number_is_one_line(tmp_path: Path) -> None:
+    conn_string = "host=127.0.0.1 port=abc dbname=x"
+
+    result = run_compozy(
+        "migrate",
+        "status",
+        "--db-driver",
+        "postgres",
+        "--db-conn-string",
+        conn_string,
+        cwd=tmp_path,
+    )
+
+    assert assert_one_error_line(result) == (
+        "error: database.conn_string has port='abc', which is not a port number from 1 to 65535; "
+        "write it as port=5432"
+    )
+
+
+@pytest.mark.parametrize("levels", [65, 5000])
+def test_run_input_nested_too_deeply_is_one_line_naming_the_limit(
+    cli: Cli, tmp_path: Path, levels: int
+) -> None:
+    demo = tmp_path / "demo"
+    init_project(cli, demo)
+
+    result = run_compozy("run", "hello", "--input", _deep_json(levels), cwd=demo)
+
+    assert assert_one_error_line(result) == (
+        "error: --input is nested too deeply: its objects and arrays nest deeper than 64 levels, "
+        "the limit for stored JSON; flatten it"
+    )
+    with open_project(demo) as store:
+        assert store.workflows.list_states() == []
+
+
+def test_commands_find_compozy_yaml_in_a_folder_above_as_git_does(cli: Cli, tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    init_project(cli, demo)
+    inside = demo / "workflows" / "drafts"
+    inside.mkdir()
+
+    status = run_compozy("migrate", "status", cwd=inside)
+    ran = run_compozy("run", "hello", cwd=inside)
+
+    assert status.code == 0, status.err
+    assert status.out.splitlines()[0] == f"database: sqlite {demo / '.compozy' / 'compozy.db'}"
+    assert ran.code == 0, ran.err
+    assert "status:    SUCCESS" in ran.out
+
+
+def test_without_compozy_yaml_in_any_folder_above_the_error_says_so(tmp_path: Path) -> None:
+    nowhere = tmp_path / "not-a-project"
+    nowhere.mkdir()
+
+    result = run_compozy("migrate", "status", cwd=nowhere)
+
+    line = assert_one_error_line(result)
+    assert line.startswith(f"error: no compozy.yaml in {nowhere} or any folder above it")
+    assert "pass --config FILE" in line
+
+
+@SHARED_BACKENDS
+def test_a_database_migrated_by_a_newer_compozy_says_to_upgrade_compozy(
+    cli: Cli, tmp_path: Path, compozy_empty_database: TestDatabase
+) -> None:
+    demo = tmp_path / "demo"
+    init_project(cli, demo)
+    store = compozy_empty_database.open()
+    migrations.upgrade(store)
+    with sql_connection(store, write=True) as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    store.close()
+    flags = db_flags(compozy_empty_database)
+
+    results = [
+        run_compozy("run", "hello", *flags, cwd=demo),  # auto-migrates on open
+        run_compozy("migrate", "up", *flags, cwd=demo),
+    ]
+
+    for result in results:
+        assert assert_one_error_line(result) == (
+            f"error: the database is at revision 9999, but this compozy ({compozy.__version__}) "
+            f"knows revisions up to {HEAD}: a newer compozy migrated it; upgrade compozy (pip "
+            "install --upgrade compozy) to use this database"
+        )
+    assert current_revision_text(compozy_empty_database) == "9999"
+
+
+def current_revision_text(database: TestDatabase) -> str:
+    """The raw revision in alembic_version, read without compozy's checks."""
+    store = database.open()
+    try:
+        with sql_connection(store) as conn:
+            return str(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar())
+    finally:
+        store.close()
+
+
+def _make_read_only(path: Path) -> Callable[[], None] | None:
+    """Make ``path`` unwritable even for root (chattr +i) or by mode bits; return the undo, or
+    None where this machine cannot."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~0o222)
+        return lambda: path.chmod(mode)
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        return None
+    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_a_read_only_sqlite_folder_or_file_says_which_and_what_to_do(
+    cli: Cli, tmp_path: Path, what: str
+) -> None:
+    demo = tmp_path / "demo"
+    init_project(cli, demo)
+    database = demo / ".compozy" / "compozy.db"
+    undo = _make_read_only(database.parent if what == "folder" else database)
+    if undo is None:
+        pytest.skip("cannot make a path read-only here (no chattr for root)")
+    try:
+        result = run_compozy("run", "hello", cwd=demo)
+    finally:
+        undo()
+
+    line = assert_one_error_line(result)
+    assert line.startswith(f"error: cannot use sqlite {database}: ")
+    if what == "folder":
+        assert f"its folder {database.parent} is read-only" in line
+        assert "write-ahead log (WAL) needs to create compozy.db-wal and compozy.db-shm" in line
+        assert "make the folder writable" in line
+    else:
+        assert f"the file {database} is read-only; make it writable" in line
+    assert "attempt to write a readonly database" not in line
+
+
+def test_choices_are_read_in_any_letter_case_on_the_command_line(tmp_path: Path) -> None:
+    flags = ["--db-driver", "SQLite", "--db-path", str(tmp_path / "x.db")]
+
+    from_flags = run_compozy("migrate", "up", *flags, cwd=tmp_path)
+    from_env = run_compozy(
+        "executions",
+        "list",
+        "--status",
+        "Success",
+        cwd=tmp_path,
+        env={"DB_DRIVER": "SQLITE", "DB_PATH": str(tmp_path / "x.db")},
+    )
+
+    assert from_flags.code == 0, from_flags.err
+    assert from_env.code == 0, from_env.err
+    assert "no executions" in from_env.err
+
+
+def test_a_lost_init_database_is_recreated_with_a_loud_warning_once(
+    cli: Cli, tmp_path: Path
+) -> None:
+    demo = tmp_path / "demo"
+    init_project(cli, demo)
+    database = demo / ".compozy" / "compozy.db"
+    for file in database.parent.iterdir():
+        file.unlink()
+
+    first = run_compozy("run", "hello", cwd=demo)
+    second = run_compozy("run", "hello", cwd=demo)
+
+    assert first.code == 0, first.err
+    warnings = [line for line in first.err_lines if line.startswith("warning: ")]
+    assert warnings == [
+        f"warning: there is no SQLite database at {database}, where `compozy init` put this "
+        "project's database; an empty one is created there now. If the project had executions, "
+        "users or API keys, stop compozy and restore them: copy a backup made by `compozy "
+        "backup` to that path, or load an export with `compozy import FILE --replace`."
+    ]
+    assert second.code == 0
+    assert [line for line in second.err_lines if line.startswith("warning: ")] == []
+
+
+def test_a_new_database_outside_a_compozy_folder_is_created_quietly(
+    cli: Cli, tmp_path: Path
+) -> None:
+    demo = tmp_path / "demo"
+    init_project(cli, demo)
+    config = demo / "compozy.yaml"
+    config.write_text(
+        config.read_text().replace(".compozy/compozy.db", "data/state.db"), encoding="utf-8"
+    )
+
+    result = run_compozy("run", "hello", cwd=demo)
+
+    assert result.code == 0, result.err
+    assert (demo / "data" / "state.db").is_file()
+    assert [line for line in result.err_lines if line.startswith("warning: ")] == []

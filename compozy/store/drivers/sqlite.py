@@ -212,7 +212,31 @@ class SQLiteDriver(Driver):
                     f"{self.describe()} has no compozy schema ({message}): run `compozy migrate up`"
                 )
             if "unable to open" in lowered or "disk i/o" in lowered or "readonly" in lowered:
-                return StoreUnavailable(f"cannot use {self.describe()}: {message}")
+                return StoreUnavailable(
+                    f"cannot use {self.describe()}: {self._unwritable() or message}"
+                )
+        return None
+
+    def _unwritable(self) -> str | None:
+        """Why this database file cannot be written, with what to do; None if it can be (or
+        for a database in memory), when SQLite's own message is all there is to say."""
+        if self.memory:
+            return None
+        path = Path(self.path)
+        folder = path.parent
+        sidecars = [Path(self.path + suffix) for suffix in ("-wal", "-shm")]
+        if not os.access(folder, os.W_OK | os.X_OK) and not all(f.exists() for f in sidecars):
+            return (
+                f"its folder {folder} is read-only, and SQLite's write-ahead log (WAL) needs "
+                f"to create {path.name}-wal and {path.name}-shm next to the database, even to "
+                "read it; make the folder writable for the user compozy runs as, or move the "
+                "database to a writable folder and point database.path at it"
+            )
+        for file in (path, *sidecars):
+            if file.exists() and not os.access(file, os.W_OK):
+                return (
+                    f"the file {file} is read-only; make it writable for the user compozy runs as"
+                )
         return None
 
 

@@ -24,6 +24,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
+from compozy import __version__
 from compozy.errors import CompozyError, ValidationError
 from compozy.store.database import Database
 
@@ -93,13 +94,22 @@ def _current(conn: Connection) -> str | None:
     return heads[0] if heads else None
 
 
-def _status_of(current: str | None) -> MigrationStatus:
+def _check_current(current: str | None) -> None:
+    """``CompozyError`` for a database migrated past what this compozy knows, before Alembic
+    says "Can't locate revision": which revision the database is at, which this compozy knows
+    up to, and what to do."""
     order = revisions()
     if current is not None and current not in order:
         raise CompozyError(
-            f"the database is at revision {current!r}, which this version of compozy does not "
-            "know: it was migrated by a newer compozy; upgrade compozy"
+            f"the database is at revision {current}, but this compozy ({__version__}) knows "
+            f"revisions up to {order[-1]}: a newer compozy migrated it; upgrade compozy "
+            "(pip install --upgrade compozy) to use this database"
         )
+
+
+def _status_of(current: str | None) -> MigrationStatus:
+    order = revisions()
+    _check_current(current)
     done = order.index(current) + 1 if current is not None else 0
     return MigrationStatus(
         current=current, head=_head(), applied=order[:done], pending=order[done:]
@@ -132,6 +142,7 @@ class Migrator:
         _check_known(revision)
         order = revisions()
         current = self.current
+        _check_current(current)
         config = _config(self.connection, self._driver)
         try:
             if current is None or order.index(current) < order.index(revision):
@@ -155,6 +166,7 @@ def transaction(store: Store) -> Iterator[Migrator]:
 def _run(store: Store, action: Callable[[Config, Connection], None]) -> MigrationStatus:
     db = store._db
     with _migrating(db) as conn:
+        _check_current(current_revision(conn))
         try:
             action(_config(conn, db.driver.name), conn)
         except CommandError as exc:
