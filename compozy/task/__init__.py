@@ -253,7 +253,9 @@ class TaskRepository(Protocol):
         ...
 
     def get_task_tree(self, root_state_id: str, max_depth: int = 100) -> list[TaskState]:
-        """The root and its descendants, ordered depth, created_at, task_exec_id."""
+        """The root and its descendants, ordered depth, created_at, task_exec_id, down to
+        ``max_depth`` levels below the root: a whole number from 0 to
+        ``compozy.core.MAX_TREE_DEPTH``, ``ValidationError`` otherwise."""
         ...
 
     def get_progress_info(self, parent_state_id: str) -> ProgressInfo:
