@@ -19,13 +19,13 @@ import typer.main
 from compozy import __version__
 from compozy.errors import CompozyError, ValidationError
 
-__all__ = ["EXIT_ERROR", "EXIT_OK", "app", "main", "silence_stdout"]
+__all__ = ["EXIT_ERROR", "EXIT_OK", "app", "main", "set_log_level", "silence_stdout"]
 
 EXIT_OK = 0
 EXIT_ERROR = 2  # the input was wrong: a flag, the config, a value, a path or the database
 _EXIT_ABORTED = 1
 _PROG_NAME = "compozy"
-_LOGGER_NAME = "compozy"
+_LOGGER_NAMES = ("compozy", "uvicorn")
 
 _COMPLETE_VAR = "_COMPOZY_COMPLETE"  # set by the script `compozy completion SHELL` prints
 
@@ -192,16 +192,35 @@ def silence_stdout() -> None:
     os.close(devnull)
 
 
+_handlers: list[logging.Handler] = []  # the handler of the main() call that is running
+
+
+def set_log_level(level: str) -> None:
+    """Show log records of ``compozy`` (and of uvicorn, which ``compozy start`` runs) from
+    ``level`` (debug, info, warning, error) on, for the rest of this ``main()`` call."""
+    number = logging.getLevelName(level.upper())
+    for name in _LOGGER_NAMES:
+        logging.getLogger(name).setLevel(number)
+    for handler in _handlers:
+        handler.setLevel(number)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``compozy`` with ``argv`` (default: ``sys.argv[1:]``) and return its exit code."""
     # Built per call, so the handler writes to the sys.stderr of this call (pytest swaps it).
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(_OneLineFormatter())
-    logger = logging.getLogger(_LOGGER_NAME)
-    logger.addHandler(handler)
+    loggers = [logging.getLogger(name) for name in _LOGGER_NAMES]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+    _handlers.append(handler)
     try:
         return _run(sys.argv[1:] if argv is None else list(argv))
     finally:
         # Removed again so calling main() repeatedly in one process does not repeat warnings.
-        logger.removeHandler(handler)
+        _handlers.remove(handler)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)

@@ -346,7 +346,16 @@ class ServerConfig(ConfigSection):
 
     host: str = "127.0.0.1"
     port: int = Field(default=5001, ge=1, le=65535)
-
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    """The largest request body the API reads; a larger one is refused with 413."""
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"], BeforeValidator(_any_case)
+    ] = "warning"
+    """What `compozy start` logs on stderr (the access log is separate: access_log)."""
+    access_log: bool = False
+    """One line on stderr per HTTP request: client, request line, status, bytes, duration."""
+    metrics_auth: bool = False
+    """Whether GET /metrics needs an API key (any user's), like the other routes."""
 
     @field_validator("host")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -206,3 +207,146 @@ def test_a_bad_port_is_a_user_error(cli: Cli, tmp_path: Path, flag: list[str]) -
     config = tmp_path / "compozy.yaml"
     config.write_text("database: {driver: sqlite, path: x.db}\n")
     assert_one_error_line(cli("start", "--config", str(config), *flag))
+
+
+def _start(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`compozy start ARGS` in a child process, for runs that end on their own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
+    return subprocess.run(
+        [sys.executable, "-m", "compozy", "start", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("warning: ")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    assert "compozy 0.1.0 on http" not in result.stderr  # no banner before the error
+    return lines[0]
+
+
+def test_a_port_in_use_is_one_error_line_and_creates_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _start(tmp_path, "--db-driver", "sqlite", "--db-path", "x.db", "--port", str(port))
+    line = _one_error_line(result)
+    assert line.startswith(f"error: cannot listen on 127.0.0.1:{port}: the port is in use")
+    assert "--port" in line
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("no-such-host.invalid", "it is not an IP address or a name that resolves"),
+        ("192.0.2.1", "192.0.2.1 is not an address of this machine"),  # TEST-NET-1
+    ],
+)
+def test_a_host_it_cannot_listen_on_is_one_error_line(
+    tmp_path: Path, host: str, expected: str
+) -> None:
+    result = _start(
+        tmp_path, "--db-driver", "sqlite", "--db-path", "x.db", "--host", host, "--port", "5001"
+    )
+    assert expected in _one_error_line(result)
+
+
+def test_an_in_memory_database_gets_an_admin_key_printed_once(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    (project / "workflows").mkdir(parents=True)
+    for name, text in WORKFLOWS.items():
+        (project / "workflows" / f"{name}.yaml").write_text(text)
+    (project / "compozy.yaml").write_text(
+        "workflows: [workflows/*.yaml]\nserver: {max_body_bytes: 2000}\n"
+    )
+    flags = ["--db-driver", "sqlite", "--db-path", ":memory:"]
+    with _serving(project, flags) as (client, process):
+        assert process.stdout is not None
+        key = process.stdout.readline().strip()
+        headers = {"Authorization": f"Bearer {key}"}
+        workflows = client.get("/api/v0/workflows", headers=headers)
+        started = client.post(
+            "/api/v0/workflows/hello/executions", json={"input": {"name": "Ada"}}, headers=headers
+        )
+        path = f"/api/v0/executions/workflows/{started.json()['workflow_exec_id']}"
+        _until(client, path, headers, {"SUCCESS"})
+        metrics = client.get("/metrics").text
+        too_large = client.post(
+            "/api/v0/workflows/hello/executions",
+            json={"input": {"name": "x" * 3000}},
+            headers=headers,
+        )
+    assert key.startswith("cpzy_")
+    assert workflows.status_code == 200, workflows.text
+    assert [w["workflow_id"] for w in workflows.json()["items"]] == ["hello", "nap"]
+    assert started.status_code == 202
+    assert 'compozy_workflow_executions{workflow_id="hello",status="SUCCESS"} 1' in metrics
+    assert (
+        'compozy_workflow_execution_duration_seconds_count{workflow_id="hello",status="SUCCESS"} 1'
+        in metrics
+    )
+    assert too_large.status_code == 413
+    assert "2000 bytes" in too_large.json()["error"]["message"]
+    err = process.stderr.read() if process.stderr else ""
+    assert "in-memory database: created the admin admin@localhost" in err
+    assert key not in err
+
+
+@SHARED_BACKENDS
+def test_a_database_without_users_says_how_to_make_the_first_admin(
+    tmp_path: Path, compozy_empty_database: TestDatabase
+) -> None:
+    (tmp_path / "compozy.yaml").write_text("workflows: []\n")
+    with _serving(tmp_path, db_flags(compozy_empty_database)) as (client, process):
+        assert client.get("/api/v0/workflows").status_code == 401
+    err = process.stderr.read() if process.stderr else ""
+    warnings = [line for line in err.splitlines() if "no users" in line]
+    assert warnings == [
+        "warning: the database has no users, so no API key can call the API yet; create the "
+        "first admin with `compozy users create EMAIL --role admin`, then its key with "
+        "`compozy keys create --user EMAIL`"
+    ]
+
+
+def test_log_level_and_access_log(tmp_path: Path) -> None:
+    (tmp_path / "compozy.yaml").write_text("workflows: []\n")
+    flags = ["--db-driver", "sqlite", "--db-path", "x.db", "--log-level", "INFO", "--access-log"]
+    with _serving(tmp_path, flags) as (client, process):
+        client.get("/api/v0/executions/workflows?limit=1", headers={"Authorization": "Bearer x"})
+    err = process.stderr.read() if process.stderr else ""
+    assert "info: Application startup complete." in err
+    access = [line for line in err.splitlines() if '"GET /api/v0/executions' in line]
+    assert len(access) == 1
+    assert re.fullmatch(
+        r"\S+ 127\.0\.0\.1 \"GET /api/v0/executions/workflows\?limit=1 HTTP/1\.1\" 401 \d+ "
+        r"[\d.]+ms",
+        access[0],
+    )
+    assert "Bearer" not in err
+
+
+def test_the_default_log_level_shows_no_info_and_no_access_log(tmp_path: Path) -> None:
+    (tmp_path / "compozy.yaml").write_text("workflows: []\n")
+    with _serving(tmp_path, ["--db-driver", "sqlite", "--db-path", "x.db"]) as (client, process):
+        client.get("/health")
+    err = process.stderr.read() if process.stderr else ""
+    assert "info:" not in err
+    assert '"GET /health' not in err
+
+
+def test_a_bad_log_level_is_a_user_error(cli: Cli, tmp_path: Path) -> None:
+    config = tmp_path / "compozy.yaml"
+    config.write_text("database: {driver: sqlite, path: x.db}\n")
+    line = assert_one_error_line(cli("start", "--config", str(config), "--log-level", "loud"))
+    assert "server.log_level is 'loud'" in line
+    assert "debug, info, warning, error" in line
