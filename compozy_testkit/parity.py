@@ -131,6 +131,31 @@ _OBJECT = st.none() | st.dictionaries(st.text(max_size=4), _JSON, max_size=3)
 _EMAIL = st.sampled_from(["ada@example.com", "ADA@Example.com", "bob@example.com", "zoë@例え.jp"])
 
 
+# Repository calls on one id, by path from the store, named in the machine's steps.
+_CALLS = {
+    "workflow": (
+        "workflows.get_state",
+        "tasks.list_tasks_in_workflow",
+        "workflows.complete_workflow",
+    ),
+    "task": (
+        "tasks.get_state",
+        "tasks.list_children",
+        "tasks.get_task_tree",
+        "tasks.list_children_outputs",
+    ),
+    "user": ("auth.get_user_by_id", "auth.list_api_keys_by_user_id", "auth.delete_user"),
+    "key": ("auth.get_api_key_by_id", "auth.update_api_key_last_used", "auth.delete_api_key"),
+}
+
+
+def _call(store: RepositoryStore, path: str, id_: str) -> Any:
+    target: Any = store
+    for name in path.split("."):
+        target = getattr(target, name)
+    return target(id_)
+
+
 class ParityMachine(RuleBasedStateMachine):
     """Random repository operations, each through ``Parity.run`` (set ``parity`` first)."""
 
@@ -201,26 +226,10 @@ class ParityMachine(RuleBasedStateMachine):
     def update_status(self, wf: str, status: Status) -> None:
         self._run(lambda s: s.workflows.update_status(wf, status))
 
-    @rule(wf=workflows)
-    def complete(self, wf: str) -> None:
-        self._run(lambda s: s.workflows.complete_workflow(wf))
-
     @rule(task=tasks, tokens=st.integers(0, 1000), model=st.sampled_from(["m1", "m2"]))
     def merge_usage(self, task: str, tokens: int, model: str) -> None:
         usage = UsageSummary(entries=[UsageEntry(provider="p", model=model, prompt_tokens=tokens)])
         self._run(lambda s: s.tasks.merge_usage(task, usage))
-
-    @rule(wf=workflows)
-    def read_workflow(self, wf: str) -> None:
-        self._run(lambda s: s.workflows.get_state(wf))
-        self._run(lambda s: s.tasks.list_tasks_in_workflow(wf))
-
-    @rule(task=tasks)
-    def read_task(self, task: str) -> None:
-        self._run(lambda s: s.tasks.get_state(task))
-        self._run(lambda s: s.tasks.list_children(task))
-        self._run(lambda s: s.tasks.get_task_tree(task))
-        self._run(lambda s: s.tasks.list_children_outputs(task))
 
     @rule(status=st.none() | _STATUS, workflow_id=st.none() | _NAME)
     def filter_workflows(self, status: Status | None, workflow_id: str | None) -> None:
@@ -281,22 +290,18 @@ class ParityMachine(RuleBasedStateMachine):
         stored = self._run(lambda s: s.auth.create_api_key(dataclasses.replace(key)))
         return stored.id if stored else multiple()
 
-    @rule(key=keys)
-    def use_key(self, key: str) -> None:
-        self._run(lambda s: s.auth.update_api_key_last_used(key))
-        self._run(lambda s: s.auth.get_api_key_by_id(key))
-
-    @rule(user=users)
-    def list_keys(self, user: str) -> None:
-        self._run(lambda s: s.auth.list_api_keys_by_user_id(user))
-
-    @rule(key=keys)
-    def revoke_key(self, key: str) -> None:
-        self._run(lambda s: s.auth.delete_api_key(key))
-
-    @rule(user=users)
-    def delete_user(self, user: str) -> None:
-        self._run(lambda s: s.auth.delete_user(user))
+    @rule(
+        target_call=st.one_of(
+            st.tuples(workflows, st.sampled_from(_CALLS["workflow"])),
+            st.tuples(tasks, st.sampled_from(_CALLS["task"])),
+            st.tuples(users, st.sampled_from(_CALLS["user"])),
+            st.tuples(keys, st.sampled_from(_CALLS["key"])),
+        )
+    )
+    def call_on_one(self, target_call: tuple[str, str]) -> None:
+        """One repository call on one stored id (``_CALLS``)."""
+        id_, call = target_call
+        self._run(partial(_call, path=call, id_=id_))
 
 
 def _page(store: RepositoryStore, *, limit: int, cursor: str | None) -> Page[WorkflowSummary]:
