@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from cli_support import SHARED_BACKENDS, Cli, assert_one_error_line, db_flags
+from cli_support import SHARED_BACKENDS, Cli, Result, assert_one_error_line, db_flags, run_compozy
 
 from compozy.config import load_config
 from compozy.core import Status
@@ -172,20 +172,9 @@ outputs:
 """
 
 
-def _compozy(
-    config: Path, *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`python -m compozy ARGS --config CONFIG` in a child process, with no DB_* variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
-    return subprocess.run(
-        [sys.executable, "-m", "compozy", *args, "--config", str(config)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=120,
-    )
+def _compozy(config: Path, *args: str, stdin: int | None = None) -> Result:
+    """`compozy ARGS --config CONFIG` in a child process, with no DB_* variables."""
+    return run_compozy(*args, "--config", str(config), stdin=stdin)
 
 
 def test_input_is_read_from_a_file_with_at(tmp_path: Path) -> None:
@@ -194,17 +183,21 @@ def test_input_is_read_from_a_file_with_at(tmp_path: Path) -> None:
 
     result = _compozy(config, "run", "named", "--input", f"@{tmp_path / 'input.json'}")
 
-    assert result.returncode == 0, result.stderr
-    assert '"said": "from a file"' in result.stdout
+    assert result.code == 0, result.err
+    assert '"said": "from a file"' in result.out
 
 
 def test_input_is_read_from_stdin_with_a_dash(tmp_path: Path) -> None:
     config = _project(tmp_path / "p", {"named": ECHO_NAME})
 
-    result = _compozy(config, "run", "named", "--input", "-", stdin='{"name": "piped"}\n')
+    piped = tmp_path / "stdin.json"
+    piped.write_text('{"name": "piped"}\n')
 
-    assert result.returncode == 0, result.stderr
-    assert '"said": "piped"' in result.stdout
+    with piped.open() as stdin:
+        result = _compozy(config, "run", "named", "--input", "-", stdin=stdin.fileno())
+
+    assert result.code == 0, result.err
+    assert '"said": "piped"' in result.out
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_support import SHARED_BACKENDS, Cli, assert_one_error_line, db_flags
+from cli_support import SHARED_BACKENDS, Cli, Result, assert_one_error_line, db_flags, run_compozy
 
 from compozy.auth import Role, User
 from compozy.auth.keys import TEST_BCRYPT_ROUNDS, new_api_key
@@ -209,28 +209,14 @@ def test_a_bad_port_is_a_user_error(cli: Cli, tmp_path: Path, flag: list[str]) -
     assert_one_error_line(cli("start", "--config", str(config), *flag))
 
 
-def _start(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _start(project: Path, *args: str) -> Result:
     """`compozy start ARGS` in a child process, for runs that end on their own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
-    return subprocess.run(
-        [sys.executable, "-m", "compozy", "start", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    return run_compozy("start", *args, cwd=project)
 
 
-def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, result
-    lines = [line for line in result.stderr.splitlines() if not line.startswith("warning: ")]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.stderr
-    assert "compozy 0.1.0 on http" not in result.stderr  # no banner before the error
-    return lines[0]
+def _one_error_line(result: Result) -> str:
+    assert "compozy 0.1.0 on http" not in result.err  # no banner before the error
+    return assert_one_error_line(result)
 
 
 def test_a_port_in_use_is_one_error_line_and_creates_nothing(tmp_path: Path) -> None:
