@@ -201,13 +201,16 @@ def create_key(
     )
 
 
+OwnerFilter = Annotated[
+    str | None,
+    typer.Option("--user", metavar="USER", help="Only this user's keys: email or id."),
+]
+
+
 @keys_app.command("list")
 @config_options
 def list_keys(
-    user: Annotated[
-        str | None,
-        typer.Option("--user", metavar="USER", help="Only this user's keys: email or id."),
-    ] = None,
+    user: OwnerFilter = None,
     *,
     flags: ConfigFlags,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -132,11 +133,11 @@ class SqlAuthRepository(Repository):
 
     def delete_user(self, user_id: str, *, force: bool = False) -> None:
         user_id = check_id(user_id, "user id")
-        with self._write() as conn:
-            self._db.driver.serialize(conn, _ADMIN_LOCK)
-            if not force:
-                self._refuse_losing_admin(conn, user_id, "deleting")
-            self._delete(conn, users, user_id, "user", UserNotFound)
+
+        def refuse(conn: Connection, found: str) -> None:
+            self._refuse_losing_admin(conn, found, "deleting")
+
+        self._delete_guarded(users, user_id, "user", UserNotFound, None if force else refuse)
 
     def create_initial_admin_if_none(self, user: User) -> User:
         user.role = Role.ADMIN
@@ -231,11 +232,23 @@ class SqlAuthRepository(Repository):
 
     def delete_api_key(self, key_id: str, *, force: bool = False) -> None:
         key_id = check_id(key_id, "api key id")
+        refuse = None if force else self._refuse_losing_admin_key
+        self._delete_guarded(api_keys, key_id, "api key", APIKeyNotFound, refuse)
+
+    def _delete_guarded(
+        self,
+        table: sa.Table,
+        id_: str,
+        what: str,
+        missing: type[NotFoundError],
+        refuse: Callable[[Connection, str], None] | None,
+    ) -> None:
+        """Delete one row under the admin lock, after ``refuse`` (the last-admin rule) passes."""
         with self._write() as conn:
             self._db.driver.serialize(conn, _ADMIN_LOCK)
-            if not force:
-                self._refuse_losing_admin_key(conn, key_id)
-            self._delete(conn, api_keys, key_id, "api key", APIKeyNotFound)
+            if refuse is not None:
+                refuse(conn, id_)
+            self._delete(conn, table, id_, what, missing)
 
     # Admin access: at least one admin, and, if an admin has an API key, an admin with a key.
     # Callers hold _ADMIN_LOCK, so the counts cannot change before their write commits.
