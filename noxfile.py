@@ -44,7 +44,7 @@ def _pytest(session: nox.Session, backend_args: list[str], data: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format), mypy --strict, the architecture (import-linter's contracts in
+    """ruff (lint and format), mypy --strict (the packages and the tests), the architecture (import-linter's contracts in
     pyproject.toml), and the CI workflow against GitHub's schema."""
     _install(session)
     # The schema ships inside check-jsonschema, so this works offline.
@@ -52,6 +52,14 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict", "compozy", "compozy_testkit")
+    # The tests too, so that their annotations mean something (cli_support is imported by name).
+    session.run(
+        "mypy",
+        "--strict",
+        "--explicit-package-bases",
+        "tests",
+        env={"MYPYPATH": "tests/integration"},
+    )
     session.run("lint-imports", "--no-logo")
     session.run(
         "check-jsonschema",

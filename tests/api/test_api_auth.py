@@ -12,7 +12,7 @@ import compozy.api.auth as api_auth
 from compozy.api.auth import VerifiedKeyCache, parse_bearer
 from compozy.api.errors import ApiError
 from compozy.auth import APIKey
-from compozy.auth.keys import TEST_BCRYPT_ROUNDS, fingerprint, new_api_key
+from compozy.auth.keys import TEST_BCRYPT_ROUNDS, fingerprint, new_api_key, verify_api_key
 from compozy.store import Store
 
 USERS = "/api/v0/users"
@@ -168,7 +168,7 @@ def test_refused_request_does_not_touch_last_used(
 
 def _count_bcrypt(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = api_auth.verify_api_key
+    real = verify_api_key
 
     def counting(plaintext: str, key: APIKey) -> bool:
         calls.append(key.id)

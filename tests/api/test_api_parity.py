@@ -122,6 +122,7 @@ def transcript(store: Store, app_factory: Callable[..., FastAPI]) -> list[dict[s
             response = client.request(method, path, headers=headers, **kw)
             body = response.json() if response.content else None
             if path == "/health":
+                assert body is not None
                 body["driver"] = "<driver>"
             records.append(
                 {

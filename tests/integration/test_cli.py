@@ -374,6 +374,7 @@ def test_status_of_an_empty_database_shows_every_revision_pending(
     assert result.code == 0, result.err
     never_created = compozy_empty_database.backend == "sqlite-file"
     if never_created:  # status reports a missing SQLite file without creating it
+        assert compozy_empty_database.config is not None
         assert not Path(str(compozy_empty_database.config.path)).exists()
     location = compozy_empty_database.open().describe()
     assert result.out.splitlines() == [
@@ -766,7 +767,11 @@ def _make_read_only(path: Path) -> Callable[[], None] | None:
         return lambda: path.chmod(mode)
     if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
         return None
-    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
+
+    def undo() -> None:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+    return undo
 
 
 @pytest.mark.parametrize("what", ["folder", "file"])

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -104,7 +105,9 @@ def _project(root: Path, database: TestDatabase) -> tuple[Path, str]:
     return root, plaintext
 
 
-def _until(client: httpx.Client, path: str, headers: dict[str, str], status: set[str]) -> dict:
+def _until(
+    client: httpx.Client, path: str, headers: dict[str, str], status: set[str]
+) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while True:
         body = client.get(path, headers=headers).json()

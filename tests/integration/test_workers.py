@@ -478,7 +478,7 @@ def test_a_stop_during_a_claim_releases_the_claimed_execution(
         time.sleep(0.5)
     # Claimed by x, so x must give it back (or finish it) as it stops.
     row = _until(
-        lambda: (r := _rows(store)[exec_id]).worker_id != "x" and r,
+        lambda: r if (r := _rows(store)[exec_id]).worker_id != "x" else None,
         grace + 4,
         lambda: _show(_rows(store)) + "\n" + worker.describe(),
     )
@@ -544,7 +544,7 @@ def test_a_cancel_request_stops_an_execution_running_in_another_process(
     requested_mono = time.monotonic()
 
     state = _until(
-        lambda: (s := store.workflows.get_state(exec_id)).status.is_terminal and s,
+        lambda: s if (s := store.workflows.get_state(exec_id)).status.is_terminal else None,
         15,
         lambda: _show(_rows(store)),
     )
