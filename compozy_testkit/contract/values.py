@@ -24,11 +24,12 @@ from compozy.core import (
 )
 from compozy.core.values import MAX_LEASE
 from compozy.errors import ValidationError
-from compozy.store import Store
+from compozy.store import Store, sql_connection
 from compozy.task import ProgressInfo
 from compozy.usage import UsageEntry, UsageSummary
 from compozy.workflow import WorkflowFilter, WorkflowState
 from compozy_testkit.contract._build import task, workflow
+from compozy_testkit.databases import TestDatabase
 
 YEAR_1_EAST = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))
 """An aware datetime that is in year 0 in UTC: no database can store it."""
@@ -344,12 +345,28 @@ class ValueContract:
         assert summed.agent_ids == ["x", "y"]
         assert (summed.captured_at, summed.updated_at) == (t1, t2)
 
-    def test_usage_is_stored_as_a_bare_json_array(self, compozy_store: Store) -> None:
+    def test_usage_round_trips_through_its_json_form(self, compozy_store: Store) -> None:
         summary = UsageSummary(entries=[UsageEntry(provider="p", model="m", prompt_tokens=1)])
         assert isinstance(summary.to_json(), list)
         stored = workflow(compozy_store, usage=summary)
         assert compozy_store.workflows.get_state(stored.workflow_exec_id).usage == summary
         assert UsageSummary.from_json(summary.to_json()) == summary
+
+    def test_usage_is_stored_as_a_bare_json_array(self, compozy_database: TestDatabase) -> None:
+        store = compozy_database.store()
+        summary = UsageSummary(entries=[UsageEntry(provider="p", model="m", prompt_tokens=1)])
+        stored = workflow(store, usage=summary)
+        assert stored.workflow_exec_id.isalnum()  # safe to inline in the statement below
+        with sql_connection(store) as conn:
+            (raw,) = conn.exec_driver_sql(
+                "SELECT usage FROM workflow_states "
+                f"WHERE workflow_exec_id = '{stored.workflow_exec_id}'"
+            ).one()
+        # SQLite hands back the stored text, PostgreSQL's driver the parsed jsonb.
+        column = json.loads(raw) if isinstance(raw, str) else raw
+        assert column == summary.to_json()
+        assert isinstance(column, list)
+        assert column[0]["provider"] == "p"
 
     def test_progress_rates_are_zero_without_children_and_fractions_otherwise(self) -> None:
         assert ProgressInfo.from_counts({}).completion_rate == 0.0
