@@ -44,8 +44,9 @@ def _pytest(session: nox.Session, backend_args: list[str], data: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format), mypy --strict (the packages and the tests), the architecture (import-linter's contracts in
-    pyproject.toml), and the CI workflow against GitHub's schema."""
+    """ruff (lint and format), mypy --strict (the packages and the tests), the architecture
+    (import-linter's contracts in pyproject.toml), and the workflow files against GitHub's
+    schema."""
     _install(session)
     # The schema ships inside check-jsonschema, so this works offline.
     session.install("check-jsonschema")
