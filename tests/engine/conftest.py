@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import textwrap
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
 from compozy.engine import Engine, WorkflowDefinition, load_definitions
 from compozy.store import Store
 from compozy.task import TaskFilter, TaskState
+from compozy.workflow import WorkflowState
 
 from . import tools_for_tests
 
@@ -20,6 +22,18 @@ TOOLS = tools_for_tests.__name__
 
 Define = Callable[[str], dict[str, WorkflowDefinition]]
 MakeEngine = Callable[..., Engine]
+
+
+class RunYaml(Protocol):
+    def __call__(
+        self,
+        text: str,
+        input: dict[str, Any] | None = None,
+        *,
+        workflow_id: str = "w",
+        within: float | None = None,
+        **engine_options: Any,
+    ) -> WorkflowState: ...
 
 
 @pytest.fixture
@@ -49,6 +63,30 @@ def make_engine(compozy_store: Store) -> Iterator[MakeEngine]:
     tools_for_tests.open_all_gates()
     for engine in engines:
         engine.close(wait=True)
+
+
+@pytest.fixture
+def run_yaml(define: Define, make_engine: MakeEngine) -> RunYaml:
+    """Define the workflows of ``text``, run ``workflow_id`` with ``input`` on a new engine
+    (given ``engine_options``) and return its final state; with ``within``, check that the run
+    came back in less than that many seconds."""
+
+    def run(
+        text: str,
+        input: dict[str, Any] | None = None,
+        *,
+        workflow_id: str = "w",
+        within: float | None = None,
+        **engine_options: Any,
+    ) -> WorkflowState:
+        engine = make_engine(define(text), **engine_options)
+        started = time.monotonic()
+        final = engine.run(workflow_id, input)
+        took = time.monotonic() - started
+        assert within is None or took < within, f"the run took {took:.1f}s, not under {within}s"
+        return final
+
+    return run
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from compozy.engine import DefinitionError, RetryPolicy, load_definitions, parse
 from compozy.errors import ConfigError, ValidationError
 
 from . import tools_for_tests
+from .conftest import Define
 
 TOOLS = tools_for_tests.__name__
 
@@ -98,20 +99,15 @@ def test_every_task_type_loads_with_its_fields(tmp_path: Path) -> None:
     assert by_id["pick"].execution_type is ExecutionType.ROUTER
 
 
-def test_defaults_type_basic_strategy_wait_all_mode_parallel(tmp_path: Path) -> None:
-    definitions = load_definitions(
-        [
-            write(
-                tmp_path,
-                """
-                id: defaults
-                tasks:
-                  - {id: a, tool: echo}
-                  - {id: p, type: parallel, tasks: [{id: b, tool: echo}]}
-                  - {id: c, type: collection, items: [1, 2], task: {id: d, tool: echo}}
-                """,
-            )
-        ]
+def test_defaults_type_basic_strategy_wait_all_mode_parallel(define: Define) -> None:
+    definitions = define(
+        """
+        id: defaults
+        tasks:
+          - {id: a, tool: echo}
+          - {id: p, type: parallel, tasks: [{id: b, tool: echo}]}
+          - {id: c, type: collection, items: [1, 2], task: {id: d, tool: echo}}
+        """
     )
 
     tasks = {t.id: t for t in definitions["defaults"].all_tasks()}
@@ -383,21 +379,16 @@ def test_definition_error_keeps_its_parts_through_pickling(tmp_path: Path) -> No
     assert (copy.file, copy.task_id, copy.problem) == (error.file, error.task_id, error.problem)
 
 
-def test_timeout_and_retry_load_as_seconds_and_a_policy(tmp_path: Path) -> None:
-    definition = load_definitions(
-        [
-            write(
-                tmp_path,
-                """
-                id: limits
-                tasks:
-                  - {id: a, tool: echo, timeout: 1m30s, retries: 2}
-                  - {id: b, tool: echo, timeout: 0.5, retry: {attempts: 4, backoff: 250ms,
-                     factor: 3, max_backoff: 1s}}
-                  - {id: p, type: parallel, timeout: 2s, tasks: [{id: c, tool: echo}]}
-                """,
-            )
-        ]
+def test_timeout_and_retry_load_as_seconds_and_a_policy(define: Define) -> None:
+    definition = define(
+        """
+        id: limits
+        tasks:
+          - {id: a, tool: echo, timeout: 1m30s, retries: 2}
+          - {id: b, tool: echo, timeout: 0.5, retry: {attempts: 4, backoff: 250ms,
+             factor: 3, max_backoff: 1s}}
+          - {id: p, type: parallel, timeout: 2s, tasks: [{id: c, tool: echo}]}
+        """
     )["limits"]
 
     tasks = {t.id: t for t in definition.all_tasks()}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from compozy.core import Status
 from compozy.store import Store
 
 from . import tools_for_tests
-from .conftest import Define, MakeEngine, tasks_by_id
+from .conftest import Define, MakeEngine, RunYaml, tasks_by_id
 
 # --- failure propagation ------------------------------------------------------------------------
 
@@ -140,33 +139,29 @@ def test_parallel_wait_all_runs_every_child_despite_a_failure(
 
 
 def test_parallel_fail_fast_cancels_running_siblings_and_does_not_start_queued_ones(
-    define: Define, make_engine: MakeEngine, gate_name: str
+    run_yaml: RunYaml, gate_name: str
 ) -> None:
     # Two workers: `held` (kept RUNNING by a gate nobody opens) and `boom` start; `later1` and
     # `later2` are queued. When boom fails, held is canceled where it runs and the queued ones
     # end CANCELED without running.
-    engine = make_engine(
-        define(
-            """
-            id: w
+    final = run_yaml(
+        """
+        id: w
+        tasks:
+          - id: fan
+            type: parallel
+            strategy: fail_fast
             tasks:
-              - id: fan
-                type: parallel
-                strategy: fail_fast
-                tasks:
-                  - {id: held, tool: "TOOLS:gate", with: {name: "{{ input.gate }}"}}
-                  - {id: boom, tool: fail}
-                  - {id: later1, tool: echo}
-                  - {id: later2, tool: echo}
-            """
-        ),
+              - {id: held, tool: "TOOLS:gate", with: {name: "{{ input.gate }}"}}
+              - {id: boom, tool: fail}
+              - {id: later1, tool: echo}
+              - {id: later2, tool: echo}
+        """,
+        {"gate": gate_name},
+        within=tools_for_tests.GATE_TIMEOUT / 3,
         max_parallel_tasks=2,
     )
-    started = time.monotonic()
 
-    final = engine.run("w", {"gate": gate_name})
-
-    assert time.monotonic() - started < tools_for_tests.GATE_TIMEOUT / 3
     assert final.status is Status.FAILED
     assert final.tasks["fan"].status is Status.FAILED
     assert final.tasks["fan"].error["code"] == "CHILD_FAILED"  # type: ignore[index]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 
 from compozy.core import Status
+from compozy.store import Store
 
 from . import tools_for_tests
-from .conftest import Define, MakeEngine, tasks_by_id
+from .conftest import RunYaml, tasks_by_id
 
 # A tool that would sleep this long is always cut short by the timeouts below.
 LONG = 20
@@ -26,6 +26,11 @@ def calls(key: str) -> list[float]:
     return tools_for_tests.CALLS.get(key, [])
 
 
+def workflow(*tasks: str) -> str:
+    """A workflow ``w`` of these top-level tasks, each a YAML flow mapping."""
+    return "id: w\ntasks:\n" + "".join(f"  - {task}\n" for task in tasks)
+
+
 def fail_fast(*children: str) -> str:
     """A workflow ``w`` whose one task is ``fan``, a fail_fast parallel of these children."""
     listed = "".join(f"      - {child}\n" for child in children)
@@ -37,24 +42,17 @@ def fail_fast(*children: str) -> str:
 
 
 def test_a_basic_task_past_its_timeout_ends_timed_out_and_fails_the_workflow(
-    define: Define, make_engine: MakeEngine, key: str
+    run_yaml: RunYaml, key: str
 ) -> None:
-    engine = make_engine(
-        define(
-            f"""
-            id: w
-            tasks:
-              - {{id: slow, tool: "TOOLS:slow", with: {{key: {key}, seconds: {LONG}}},
-                 timeout: 300ms}}
-              - {{id: after, tool: echo}}
-            """
-        )
+    final = run_yaml(
+        workflow(
+            f'{{id: slow, tool: "TOOLS:slow", with: {{key: {key}, seconds: {LONG}}}, '
+            "timeout: 300ms}",
+            "{id: after, tool: echo}",
+        ),
+        within=LONG / 4,
     )
-    started = time.monotonic()
 
-    final = engine.run("w")
-
-    assert time.monotonic() - started < LONG / 4
     slow = final.tasks["slow"]
     assert (slow.status, slow.output) == (Status.TIMED_OUT, None)
     assert slow.error == {
@@ -68,39 +66,30 @@ def test_a_basic_task_past_its_timeout_ends_timed_out_and_fails_the_workflow(
     assert final.error["message"].startswith("task 'slow' timed out: did not finish")
 
 
-def test_a_task_that_finishes_within_its_timeout_succeeds(
-    define: Define, make_engine: MakeEngine
-) -> None:
-    engine = make_engine(define("id: w\ntasks: [{id: a, tool: echo, with: {x: 1}, timeout: 5s}]"))
-
-    final = engine.run("w")
+def test_a_task_that_finishes_within_its_timeout_succeeds(run_yaml: RunYaml) -> None:
+    final = run_yaml(workflow("{id: a, tool: echo, with: {x: 1}, timeout: 5s}"))
 
     assert final.status is Status.SUCCESS
     assert final.tasks["a"].output == {"x": 1}
 
 
 def test_a_parallel_task_past_its_timeout_cancels_its_running_children(
-    define: Define, make_engine: MakeEngine, key: str
+    run_yaml: RunYaml, key: str
 ) -> None:
-    engine = make_engine(
-        define(
-            f"""
-            id: w
+    final = run_yaml(
+        f"""
+        id: w
+        tasks:
+          - id: par
+            type: parallel
+            timeout: 300ms
             tasks:
-              - id: par
-                type: parallel
-                timeout: 300ms
-                tasks:
-                  - {{id: quick, tool: echo, with: {{v: 1}}}}
-                  - {{id: slow, tool: "TOOLS:slow", with: {{key: {key}, seconds: {LONG}}}}}
-            """
-        )
+              - {{id: quick, tool: echo, with: {{v: 1}}}}
+              - {{id: slow, tool: "TOOLS:slow", with: {{key: {key}, seconds: {LONG}}}}}
+        """,
+        within=LONG / 4,
     )
-    started = time.monotonic()
 
-    final = engine.run("w")
-
-    assert time.monotonic() - started < LONG / 4
     assert final.tasks["quick"].status is Status.SUCCESS
     assert final.tasks["slow"].status is Status.CANCELED
     assert final.tasks["slow"].error == {
@@ -113,27 +102,23 @@ def test_a_parallel_task_past_its_timeout_cancels_its_running_children(
 
 
 def test_a_sequential_collection_past_its_timeout_starts_no_further_item(
-    define: Define, make_engine: MakeEngine, compozy_store: object, key: str
+    run_yaml: RunYaml, compozy_store: Store, key: str
 ) -> None:
-    engine = make_engine(
-        define(
-            f"""
-            id: w
-            tasks:
-              - id: each
-                type: collection
-                mode: sequential
-                timeout: 500ms
-                items: [0.05, {LONG}, 0.05, 0.05]
-                task:
-                  {{id: nap, tool: "TOOLS:slow", with: {{key: {key}, seconds: "{{{{ item }}}}"}}}}
-            """
-        )
+    final = run_yaml(
+        f"""
+        id: w
+        tasks:
+          - id: each
+            type: collection
+            mode: sequential
+            timeout: 500ms
+            items: [0.05, {LONG}, 0.05, 0.05]
+            task:
+              {{id: nap, tool: "TOOLS:slow", with: {{key: {key}, seconds: "{{{{ item }}}}"}}}}
+        """
     )
 
-    final = engine.run("w")
-
-    naps = tasks_by_id(engine.store, final.workflow_exec_id)["nap"]
+    naps = tasks_by_id(compozy_store, final.workflow_exec_id)["nap"]
     assert [t.status for t in naps] == [
         Status.SUCCESS,
         Status.CANCELED,
@@ -147,19 +132,16 @@ def test_a_sequential_collection_past_its_timeout_starts_no_further_item(
 
 
 def test_a_composite_in_a_fail_fast_parallel_is_canceled_with_its_running_child(
-    define: Define, make_engine: MakeEngine, key: str
+    run_yaml: RunYaml, key: str
 ) -> None:
     steps = (
         f'{{id: steps, type: composite, tasks: [{{id: first, tool: "TOOLS:slow", '
         f"with: {{key: {key}, seconds: {LONG}}}}}, {{id: second, tool: echo}}]}}"
     )
     boom = f'{{id: boom, tool: "TOOLS:flaky", with: {{key: "{key}-boom", failures: 9}}}}'
-    engine = make_engine(define(fail_fast(steps, boom)))
-    started = time.monotonic()
 
-    final = engine.run("w")
+    final = run_yaml(fail_fast(steps, boom), within=LONG / 4)
 
-    assert time.monotonic() - started < LONG / 4
     assert final.tasks["boom"].status is Status.FAILED
     assert final.tasks["first"].status is Status.CANCELED
     assert "second" not in final.tasks
@@ -175,20 +157,14 @@ def test_a_composite_in_a_fail_fast_parallel_is_canceled_with_its_running_child(
 
 
 def test_retry_tries_a_failing_tool_again_after_a_growing_backoff(
-    define: Define, make_engine: MakeEngine, key: str
+    run_yaml: RunYaml, compozy_store: Store, key: str
 ) -> None:
-    engine = make_engine(
-        define(
-            f"""
-            id: w
-            tasks:
-              - {{id: shaky, tool: "TOOLS:flaky", with: {{key: {key}, failures: 2}},
-                 retry: {{attempts: 3, backoff: 100ms, factor: 3}}}}
-            """
-        )
+    shaky = (
+        f'{{id: shaky, tool: "TOOLS:flaky", with: {{key: {key}, failures: 2}}, '
+        "retry: {attempts: 3, backoff: 100ms, factor: 3}}"
     )
 
-    final = engine.run("w")
+    final = run_yaml(workflow(shaky))
 
     assert final.status is Status.SUCCESS
     assert final.tasks["shaky"].output == {"call": 3}
@@ -196,7 +172,7 @@ def test_retry_tries_a_failing_tool_again_after_a_growing_backoff(
     assert second - first >= 0.1
     assert third - second >= 0.3
     # One task row, retried in place: no row per attempt.
-    assert len(tasks_by_id(engine.store, final.workflow_exec_id)["shaky"]) == 1
+    assert len(tasks_by_id(compozy_store, final.workflow_exec_id)["shaky"]) == 1
 
 
 EXHAUSTED = {
@@ -222,38 +198,25 @@ EXHAUSTED = {
 
 @pytest.mark.parametrize(("task", "status", "error"), EXHAUSTED.values(), ids=EXHAUSTED.keys())
 def test_the_last_failed_attempt_ends_the_task_with_its_error_and_the_attempt_count(
-    define: Define,
-    make_engine: MakeEngine,
-    key: str,
-    task: str,
-    status: Status,
-    error: dict[str, object],
+    run_yaml: RunYaml, key: str, task: str, status: Status, error: dict[str, object]
 ) -> None:
-    engine = make_engine(define(f"id: w\ntasks: [{task.replace('KEY', key)}]\n"))
-
-    final = engine.run("w")
+    final = run_yaml(workflow(task.replace("KEY", key)))
 
     assert len(calls(key)) == 2
     assert (final.tasks["t"].status, final.tasks["t"].error) == (status, error)
 
 
-def test_a_template_failure_is_not_retried(
-    define: Define, make_engine: MakeEngine, key: str
-) -> None:
-    engine = make_engine(
-        define(
-            f"""
-            id: w
-            tasks:
-              - id: t
-                tool: "TOOLS:flaky"
-                with: {{key: {key}, failures: "{{{{ input.nope }}}}"}}
-                retry: {{attempts: 5, backoff: 0}}
-            """
-        )
+def test_a_template_failure_is_not_retried(run_yaml: RunYaml, key: str) -> None:
+    final = run_yaml(
+        f"""
+        id: w
+        tasks:
+          - id: t
+            tool: "TOOLS:flaky"
+            with: {{key: {key}, failures: "{{{{ input.nope }}}}"}}
+            retry: {{attempts: 5, backoff: 0}}
+        """
     )
-
-    final = engine.run("w")
 
     assert calls(key) == []
     assert final.tasks["t"].error["code"] == "TEMPLATE_FAILED"  # type: ignore[index]
@@ -261,7 +224,7 @@ def test_a_template_failure_is_not_retried(
 
 
 def test_a_fail_fast_cancel_ends_the_backoff_of_a_retrying_sibling(
-    define: Define, make_engine: MakeEngine, key: str
+    run_yaml: RunYaml, key: str
 ) -> None:
     patient = (
         f'{{id: patient, tool: "TOOLS:flaky", with: {{key: {key}, failures: 9}}, '
@@ -270,12 +233,9 @@ def test_a_fail_fast_cancel_ends_the_backoff_of_a_retrying_sibling(
     boom = (
         f'{{id: boom, tool: "TOOLS:slow", with: {{key: "{key}-b", seconds: 0.2}}, timeout: 50ms}}'
     )
-    engine = make_engine(define(fail_fast(patient, boom)))
-    started = time.monotonic()
 
-    final = engine.run("w")
+    final = run_yaml(fail_fast(patient, boom), within=LONG / 4)
 
-    assert time.monotonic() - started < LONG / 4
     assert len(calls(key)) == 1  # canceled while waiting to try again
     assert final.tasks["boom"].status is Status.TIMED_OUT
     assert final.tasks["patient"].status is Status.CANCELED

@@ -11,7 +11,7 @@ from compozy.engine import UnknownWorkflow
 from compozy.errors import ValidationError
 from compozy.store import Store
 
-from .conftest import Define, MakeEngine
+from .conftest import Define, MakeEngine, RunYaml
 
 # --- outputs ------------------------------------------------------------------------------------
 
@@ -48,28 +48,24 @@ def test_outputs_templates_build_the_workflow_output(
 
 
 def test_without_outputs_the_default_output_is_each_top_level_task_output(
-    define: Define, make_engine: MakeEngine
+    run_yaml: RunYaml,
 ) -> None:
-    engine = make_engine(
-        define(
-            """
-            id: w
+    final = run_yaml(
+        """
+        id: w
+        tasks:
+          - {id: a, tool: echo, with: {x: 1}}
+          - id: each
+            type: collection
+            items: [1, 2, 3]
+            task: {id: one, tool: echo, with: {n: "{{ item }}"}}
+          - id: both
+            type: parallel
             tasks:
-              - {id: a, tool: echo, with: {x: 1}}
-              - id: each
-                type: collection
-                items: [1, 2, 3]
-                task: {id: one, tool: echo, with: {n: "{{ item }}"}}
-              - id: both
-                type: parallel
-                tasks:
-                  - {id: left, tool: echo, with: {side: l}}
-                  - {id: right, tool: echo, with: {side: r}}
-            """
-        )
+              - {id: left, tool: echo, with: {side: l}}
+              - {id: right, tool: echo, with: {side: r}}
+        """
     )
-
-    final = engine.run("w")
 
     # Every collection child is there, in item order (not only the last), and no row field
     # such as parent_state_id or execution_type is.
@@ -102,21 +98,15 @@ def test_failing_outputs_template_fails_the_workflow(
     assert final.tasks["a"].status is Status.SUCCESS
 
 
-def test_failed_workflow_has_no_output_and_the_task_error(
-    define: Define, make_engine: MakeEngine
-) -> None:
-    engine = make_engine(
-        define(
-            """
-            id: w
-            tasks:
-              - {id: fine, tool: echo, with: {x: 1}}
-              - {id: boom, tool: fail, with: {message: bad}}
-            """
-        )
+def test_failed_workflow_has_no_output_and_the_task_error(run_yaml: RunYaml) -> None:
+    final = run_yaml(
+        """
+        id: w
+        tasks:
+          - {id: fine, tool: echo, with: {x: 1}}
+          - {id: boom, tool: fail, with: {message: bad}}
+        """
     )
-
-    final = engine.run("w")
 
     assert final.status is Status.FAILED
     assert final.error is not None

@@ -10,7 +10,7 @@ import pytest
 from compozy.core import Status
 from compozy.engine.templates import FinishedTasks, TemplateFailure, Templates
 
-from .conftest import Define, MakeEngine
+from .conftest import RunYaml
 
 CONTEXT: dict[str, Any] = {
     "input": {"names": ["a", "b"], "n": 3, "zip": "01234", "digits": "123", "user": {"x": 1}},
@@ -116,23 +116,18 @@ def test_a_mapping_key_wins_over_a_dict_method_of_the_same_name(templates: Templ
     assert templates.render("{{ input.get('items') }}", context) == [1, 2]
 
 
-def test_a_workflow_whose_task_ids_are_method_names_runs(
-    define: Define, make_engine: MakeEngine
-) -> None:
-    engine = make_engine(
-        define(
-            """
-            id: methods
-            tasks:
-              - {id: copy, tool: echo, with: {v: 1}}
-              - {id: items, tool: echo, with: {v: "{{ tasks.copy.output.v + 1 }}"}}
-              - {id: keys, tool: echo, with: {v: "{{ tasks['items'].output.v + 1 }}"}}
-            outputs: {last: "{{ tasks.keys.output.v }}"}
-            """
-        )
+def test_a_workflow_whose_task_ids_are_method_names_runs(run_yaml: RunYaml) -> None:
+    final = run_yaml(
+        """
+        id: methods
+        tasks:
+          - {id: copy, tool: echo, with: {v: 1}}
+          - {id: items, tool: echo, with: {v: "{{ tasks.copy.output.v + 1 }}"}}
+          - {id: keys, tool: echo, with: {v: "{{ tasks['items'].output.v + 1 }}"}}
+        outputs: {last: "{{ tasks.keys.output.v }}"}
+        """,
+        workflow_id="methods",
     )
-
-    final = engine.run("methods")
 
     assert final.status is Status.SUCCESS, final.error
     assert final.output == {"last": 3}
