@@ -28,15 +28,22 @@ import io
 import json
 import os
 import sys
+import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
 from compozy import __version__
-from compozy.core.values import check_id, check_text, format_timestamp, parse_timestamp
+from compozy.core.values import (
+    check_id,
+    check_json,
+    check_text,
+    format_timestamp,
+    parse_timestamp,
+)
 from compozy.errors import CompozyError, ValidationError
 from compozy.store import Store, bulk, migrations
 
@@ -78,6 +85,7 @@ class Reader(Protocol):
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # an INTEGER column on PostgreSQL
 _MODULUS = 2**256
 
 
@@ -172,10 +180,12 @@ def _decode(column: bulk.Column, value: Any) -> Any:
             raise ValidationError(f"{name} is null; it needs a value")
         return None
     if kind == "json":
-        return value
+        return check_json(value, name)  # what a repository write would refuse, refused here
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValidationError(f"{name} is {_json_type(value)}; it must be a whole number")
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ValidationError(f"{name} is {value}, outside the column's range of whole numbers")
         return value
     if not isinstance(value, str):
         raise ValidationError(f"{name} is {_json_type(value)}; it must be a string")
@@ -283,6 +293,8 @@ class _Lines:
             value = json.loads(text, parse_constant=_reject_constant)
         except ValueError as exc:
             raise ValidationError(f"{where}: not a JSON object ({exc})") from None
+        except RecursionError:
+            raise ValidationError(f"{where}: nested too deeply to be a row of an export") from None
         if not isinstance(value, dict):
             raise ValidationError(f"{where}: not a JSON object")
         return value
@@ -399,7 +411,7 @@ def import_data(
                 trailer = number, record["trailer"]
                 break
             table, row = _row(number, record, columns)
-            sums[table].add(_canonical(record["row"]))
+            sums[table].add(_canonical(record["row"]))  # its values were checked by _row
             batch.add(table, number, row)
         if trailer is None:
             raise ValidationError(
@@ -482,14 +494,19 @@ def _verify(
 
 
 @contextlib.contextmanager
-def open_output(path: str | None) -> Iterator[Writer]:
+def open_output(
+    path: str | None, *, force: bool = False, protected: Iterable[Path] = ()
+) -> Iterator[Writer]:
     """Where an export goes: stdout for None or ``-``; else a new file (mode 0600, gzip when
-    the name ends in ``.gz``) that appears under its name only once it is complete."""
+    the name ends in ``.gz``) that appears under its name only once it is complete. An existing
+    file is replaced only with ``force``, and never one of ``protected`` (the database's own)."""
     if path is None or path == "-":
         yield sys.stdout.buffer
         return
-    target = Path(path)
-    partial = _create_private(target.with_name(f".{target.name}.partial"))
+    target = _new_file(path, "--output", force=force)
+    if any(target.resolve() == p.resolve() for p in protected):
+        raise ValidationError(f"{target} is a file of the database being exported; choose another")
+    partial = _partial(target)
     try:
         with open(partial, "wb") as raw:
             if target.name.endswith(".gz"):
@@ -533,28 +550,40 @@ def _maybe_gzip(stream: IO[bytes], name: str) -> Reader:
     return buffered
 
 
-def _create_private(path: Path) -> Path:
-    """Create ``path`` empty, readable by its owner only (an export holds emails and key hashes)."""
+def _new_file(path: str | Path, what: str, *, force: bool | None = None) -> Path:
+    """``path`` as the name of a file to write: refused when empty, a folder, in a missing
+    folder, or an existing file without ``force`` (None: no --force is offered)."""
+    if not str(path).strip():
+        raise ValidationError(f"{what} is empty: give a file name")
+    target = Path(path)
+    if target.is_dir():
+        raise ValidationError(f"{target} is a folder: give {what} a file name")
+    if not target.parent.is_dir():
+        raise ValidationError(f"{target.parent} is not a folder: create it first")
+    if target.exists() and not force:
+        offer = "" if force is None else ", or pass --force to replace it"
+        raise ValidationError(f"{target} exists already: choose a new name{offer}")
+    return target
+
+
+def _partial(target: Path) -> Path:
+    """A new hidden file beside ``target``, mode 0600 (an export holds emails and key hashes),
+    under a name of its own, so two writers of one target never share it."""
     try:
-        path.unlink(missing_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        handle, name = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
+        )
     except OSError as exc:
-        raise ValidationError(
-            f"cannot write {path.parent / path.name.lstrip('.')}: {exc.strerror}"
-        ) from None
-    return path
+        raise ValidationError(f"cannot write in {target.parent}: {exc.strerror}") from None
+    os.close(handle)
+    return Path(name)
 
 
 def backup(store: Store, dest: str | Path) -> Path:
     """A consistent copy of ``store``'s SQLite database in the new file ``dest`` (mode 0600),
     taken while others keep using it; ``ValidationError`` for PostgreSQL, which has pg_dump."""
-    target = Path(dest)
-    if target.exists():
-        raise ValidationError(f"{target} exists already: give the backup a new file name")
-    if not target.parent.is_dir():
-        raise ValidationError(f"{target.parent} is not a folder: create it first")
-    partial = target.with_name(f".{target.name}.partial")
-    _create_private(partial)
+    target = _new_file(dest, "the backup")
+    partial = _partial(target)
     try:
         store.backup(partial)
         os.replace(partial, target)

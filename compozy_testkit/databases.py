@@ -196,10 +196,14 @@ class SQLiteFileBackend(Backend):
         return file_config(tmp_path / "empty.db"), _nothing  # tmp_path is pytest's to clean
 
     def _build_dataset(self, name: str, recipe: Callable[[Store], None]) -> Any:
-        path = self._workdir / f"dataset-{len(self._datasets)}.db"
+        path = self._workdir / f"dataset-{next(self._copies)}.db"
         self._template.copy(path)
-        with open_store(file_config(path)) as store:
-            recipe(store)
+        try:
+            with open_store(file_config(path)) as store:
+                recipe(store)
+        except BaseException:
+            path.unlink(missing_ok=True)  # the next test that asks builds it again
+            raise
         return path  # closed: its WAL is checkpointed into the file, which copies whole
 
     def _copy_dataset(self, template: Any, tmp_path: Path) -> tuple[Store, Callable[[], None]]:
@@ -242,10 +246,14 @@ class PostgresBackend(Backend):
         return _postgres_config(url), lambda: self._server.drop_database(name)
 
     def _build_dataset(self, name: str, recipe: Callable[[Store], None]) -> Any:
-        template = f"{self._name}_d{len(self._datasets)}"
+        template = f"{self._name}_d{next(self._copies)}"
         url = self._server.create_database(template, template=self._template)
-        with open_store(_postgres_config(url)) as store:
-            recipe(store)
+        try:
+            with open_store(_postgres_config(url)) as store:
+                recipe(store)
+        except BaseException:
+            self._server.drop_database(template)  # the next test that asks builds it again
+            raise
         return template  # no session left on it, so CREATE DATABASE can copy it
 
     def _copy_dataset(self, template: Any, tmp_path: Path) -> tuple[Store, Callable[[], None]]:

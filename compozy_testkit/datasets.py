@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from compozy.store import Store
+from compozy.store import Store, migrations
 from compozy.transfer import import_data, open_input
 
 __all__ = ["DATASETS", "Recipe", "dataset", "export_dataset"]
@@ -51,5 +51,7 @@ def export_dataset(name: str, path: str | Path) -> None:
     def load(store: Store) -> None:
         with open_input(str(path)) as source:
             import_data(store, source, replace=True)
+        # An export of an older schema leaves the store at that revision: bring it to the head.
+        migrations.upgrade(store)
 
     dataset(name)(load)

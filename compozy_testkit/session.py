@@ -116,10 +116,12 @@ class KitState:
         try:
             if self.reuse_db and self.create_db:
                 server.drop_database(template)
-            if not (self.reuse_db and server.has_database(template)):
+            if self.reuse_db and server.has_database(template):
+                url = server.url(template)  # kept: migrating it again finishes a half-built one
+            else:
                 url = server.create_database(template)
-                config = DatabaseConfig(driver="postgres", conn_string=url, auto_migrate=True)
-                open_store(config).close()
+            config = DatabaseConfig(driver="postgres", conn_string=url, auto_migrate=True)
+            open_store(config).close()
         except Exception as exc:  # noqa: BLE001 - reported as the reason PostgreSQL is unusable
             self.postgres = PostgresRun(source=server.source, error=f"template setup failed: {exc}")
             return

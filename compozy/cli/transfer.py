@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,7 +22,8 @@ from compozy.cli.runtime import (
     refuse_missing_sqlite_file,
     unmigrated_store,
 )
-from compozy.config import MEMORY_PATH
+from compozy.config import MEMORY_PATH, DatabaseConfig
+from compozy.store import Store
 from compozy.transfer import (
     TransferSummary,
     backup,
@@ -70,6 +74,25 @@ def _progress_line(verb: str, wanted: bool | None) -> _ProgressLine | None:
     return _ProgressLine(verb) if show else None
 
 
+@contextmanager
+def _import_target(config: DatabaseConfig, missing: str | None) -> Iterator[Store]:
+    """The database to import into. A SQLite file (and folders) that opening it creates is
+    removed again if the import fails, so a refused import leaves nothing behind."""
+    new_folders = [p for p in Path(missing).parents if not p.exists()] if missing else []
+    with unmigrated_store(config) as store:
+        try:
+            yield store
+        except BaseException:
+            if missing:
+                store.close()
+                for path in store.files():
+                    path.unlink(missing_ok=True)
+                for folder in new_folders:  # deepest first
+                    with suppress(OSError):
+                        folder.rmdir()
+            raise
+
+
 def _counts(summary: TransferSummary) -> str:
     return ", ".join(f"{t.rows:,} {name}" for name, t in summary.tables.items())
 
@@ -85,6 +108,9 @@ def export_command(
             help="Write to FILE (mode 0600; gzip when it ends in .gz) instead of stdout.",
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the --output file if it exists.")
+    ] = False,
     progress: ProgressFlag = None,
     *,
     flags: ConfigFlags,
@@ -93,7 +119,10 @@ def export_command(
     config = flags.load().database
     refuse_missing_sqlite_file(config, "export")
     line = _progress_line("export", progress)
-    with unmigrated_store(config) as store, open_output(output) as out:
+    with (
+        unmigrated_store(config) as store,
+        open_output(output, force=force, protected=store.files()) as out,
+    ):
         try:
             summary = export_data(store, out, progress=line)
         finally:
@@ -128,11 +157,14 @@ def import_command(
 ) -> None:
     """Import an export into the database, in one transaction: all of it or nothing."""
     config = flags.load().database
-    if dry_run and missing_sqlite_file(config) is not None:
+    missing = missing_sqlite_file(config)
+    target = f"sqlite {missing} (a new file)" if missing else ""
+    if dry_run and missing:
         # Checked against an empty in-memory database instead of creating the file.
         config = config.model_copy(update={"path": MEMORY_PATH})
     line = _progress_line("import", progress)
-    with unmigrated_store(config) as store, open_input(file) as source:
+    created = None if dry_run else missing
+    with open_input(file) as source, _import_target(config, created) as store:
         try:
             summary = import_data(store, source, replace=replace, dry_run=dry_run, progress=line)
         finally:
@@ -141,7 +173,7 @@ def import_command(
     if dry_run:
         typer.echo(
             f"dry run: the export is whole and {_counts(summary)} would import into "
-            f"{store.describe()} (schema {summary.revision}); nothing was written"
+            f"{target or store.describe()} (schema {summary.revision}); nothing was written"
         )
         return
     typer.echo(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from compozy.errors import CompozyError, ValidationError
+from compozy.errors import CompozyError, StoreBusy, StoreUnavailable, ValidationError
 from compozy.store import migrations
 from compozy.store.database import Database
 from compozy.store.drivers.base import UniqueViolation, iter_batches
@@ -176,6 +176,8 @@ class Loader:
         try:
             with self._db.translate(), self._conn.begin_nested():
                 self._conn.execute(sa.insert(metadata.tables[table]), [row for _, row in rows])
+        except (StoreBusy, StoreUnavailable):
+            raise  # the database, not a row: nothing to look for
         except CompozyError:
             for line, row in rows:  # find the row, each in a savepoint of its own
                 self._insert_one(table, line, row)

@@ -180,8 +180,9 @@ def _free_port() -> int:
 
 def kept_local_cluster(*, fresh: bool = False) -> PostgresServer:
     """The throwaway cluster kept between runs (``--compozy-reuse-db``) in one folder per user
-    under /tmp: reached if it still runs, started again if it stopped, built if it is missing
-    or ``fresh``. Never stopped by the run; ``pg_ctl -D <folder>/data stop`` stops it."""
+    under /tmp: reached if it still runs; built (again) if it is missing, stopped, cut short or
+    ``fresh``. Never stopped by the run; ``pg_ctl -D <folder>/data stop`` stops it. Do not pass
+    ``fresh`` while another run uses it."""
     base = Path(f"/tmp/cpzy-pg-kept-{os.getuid()}")  # noqa: S108 - a short socket path
     port_file = base / "port"
     if fresh and base.exists():
@@ -191,19 +192,37 @@ def kept_local_cluster(*, fresh: bool = False) -> PostgresServer:
         started = time.perf_counter()
         url = f"postgresql://postgres@127.0.0.1:{port_file.read_text().strip()}/postgres"
         try:
-            with psycopg.connect(url, connect_timeout=3) as conn:
+            with psycopg.connect(url, connect_timeout=10) as conn:
                 conn.execute("SELECT 1")
             return PostgresServer(
                 url, f"kept local cluster ({base})", time.perf_counter() - started
             )
-        except psycopg.Error:
-            _stop(base / "data")
-            shutil.rmtree(base, ignore_errors=True)  # stopped or broken: build it again
+        except psycopg.Error as exc:
+            if _running(base / "data"):  # up but not answering (busy, full): never tear it down
+                raise PostgresUnavailable(
+                    [f"kept local cluster ({base}) runs but did not answer: {exc}"]
+                ) from None
+    if base.exists():  # stopped, or a build cut short: build it again
+        _stop(base / "data")
+        shutil.rmtree(base, ignore_errors=True)
     server = start_local_cluster(base)
     port_file.write_text(server.admin_url.rsplit(":", 1)[1].split("/")[0])
     server.stop_callback = None
     server.source = f"kept local cluster ({base}), new"
     return server
+
+
+def _running(data: Path) -> bool:
+    bindir = find_bindir()
+    if bindir is None or not data.exists():
+        return False
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    status = subprocess.run(
+        [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "status"],
+        capture_output=True,
+        check=False,
+    )
+    return status.returncode == 0
 
 
 def _stop(data: Path) -> None:

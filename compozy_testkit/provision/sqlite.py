@@ -44,7 +44,11 @@ class MemoryDataset:
     def __init__(self, connection: sqlite3.Connection, recipe: Callable[[Store], None]) -> None:
         self._connection = connection
         self._store = open_sqlite_connection(connection)
-        recipe(self._store)
+        try:
+            recipe(self._store)
+        except BaseException:
+            self._store.close()
+            raise
 
     def store(self) -> Store:
         """A Store over a private in-memory copy of the filled database."""

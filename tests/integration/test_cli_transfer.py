@@ -89,6 +89,13 @@ def _duplicate(table: str) -> Callable[[Lines], Lines]:
     return edit
 
 
+def _nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(depth - 1):
+        value = {"x": value}
+    return value
+
+
 def _child_first(lines: Lines) -> Lines:
     rows = [i for i, line in enumerate(lines) if '"table":"task_states"' in line]
     first, last = rows[0], rows[-1]
@@ -167,6 +174,29 @@ DAMAGES: dict[str, tuple[Callable[[Lines], Lines], str]] = {
     "unknown table": (
         lambda lines: [*lines[:1], '{"row":{},"table":"secrets"}', *lines[1:]],
         r"line 2: table 'secrets' is not one of users, api_keys, workflow_states, task_states",
+    ),
+    "U+0000 in a JSON value": (
+        _edit("workflow_states", "input", {"x": "a\u0000b"}),
+        r"line \d+ \(workflow_states\): input.x contains the character U\+0000",
+    ),
+    "JSON nested too deep": (
+        _edit("workflow_states", "input", _nested(70)),
+        r"line \d+ \(workflow_states\): input is nested too deeply",
+    ),
+    "a number out of the column's range": (
+        _edit("workflow_states", "claim_count", 10**20),
+        r"line \d+ \(workflow_states\): claim_count is 100000000000000000000, outside the",
+    ),
+    "a line nested past what JSON can parse": (
+        lambda lines: [lines[0], "[" * 200_000 + "]" * 200_000, *lines[1:]],
+        r"line 2: nested too deeply to be a row of an export",
+    ),
+    "a lone surrogate": (
+        lambda lines: [
+            line.replace('"email":"', '"email":"\\ud800', 1) if '"table":"users"' in line else line
+            for line in lines
+        ],
+        r"line \d+ \(users\): email contains a lone surrogate",
     ),
     "lines after the trailer": (
         lambda lines: [*lines, lines[1]],
@@ -455,7 +485,7 @@ def test_backup_copies_a_sqlite_file_while_another_process_writes(
         assert project_reads(copy) == expected
 
     line = assert_one_error_line(cli("backup", str(dest), *db_flags(compozy_database)))
-    assert f"{dest} exists already: give the backup a new file name" in line
+    assert f"{dest} exists already: choose a new name" in line
     line = assert_one_error_line(
         cli("backup", str(tmp_path / "no" / "b.db"), *db_flags(compozy_database))
     )
@@ -471,3 +501,51 @@ def test_backup_of_postgres_points_to_pg_dump_and_export(
     assert "compozy export" in line
     assert not (tmp_path / "b.db").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+@SHARED_BACKENDS
+def test_export_never_overwrites_without_force_and_never_the_database(
+    cli: Cli, compozy_database: TestDatabase, tmp_path: Path
+) -> None:
+    build_project(compozy_database.store(), executions=1)
+    flags = db_flags(compozy_database)
+    taken = tmp_path / "taken.jsonl"
+    taken.write_text("keep me")
+    line = assert_one_error_line(cli("export", "-o", str(taken), *flags))
+    assert "exists already: choose a new name, or pass --force to replace it" in line
+    assert taken.read_text() == "keep me"
+    assert cli("export", "-o", str(taken), "--force", *flags).code == 0
+    assert taken.read_text().startswith('{"format":"compozy-export"')
+    line = assert_one_error_line(cli("export", "-o", str(tmp_path), *flags))
+    assert "is a folder: give --output a file name" in line
+    line = assert_one_error_line(cli("export", "-o", "", *flags))
+    assert "--output is empty" in line
+    if compozy_database.config is not None and compozy_database.config.sqlite_file:
+        own = compozy_database.config.sqlite_file
+        line = assert_one_error_line(cli("export", "-o", str(own), "--force", *flags))
+        assert "is a file of the database being exported" in line
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")) == []
+
+
+def test_a_refused_import_into_a_new_sqlite_file_leaves_no_file_or_folder(
+    cli: Cli, tmp_path: Path
+) -> None:
+    source = write_lines(tmp_path / "bad.jsonl", ['{"format":"nope"}'])
+    target = tmp_path / "new" / "deeper" / "copy.db"
+    line = assert_one_error_line(
+        cli("import", str(source), "--db-driver", "sqlite", "--db-path", str(target))
+    )
+    assert "not a compozy export" in line
+    assert not (tmp_path / "new").exists()
+    line = assert_one_error_line(
+        cli(
+            "import",
+            str(tmp_path / "missing.jsonl"),
+            "--db-driver",
+            "sqlite",
+            "--db-path",
+            str(target),
+        )
+    )
+    assert "cannot read" in line
+    assert not (tmp_path / "new").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,18 @@ from compozy.store.types import json_text
 _DRIVER = "postgresql+psycopg"
 _SCHEMES = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
 _BUSY_STATES = {"40P01", "40001", "55P03", "57014"}  # deadlock, serialization, lock, cancel
+
+
+class _PipelineNoise(logging.Filter):
+    """psycopg logs "error ignored terminating <Pipeline>" when a statement of an executemany
+    batch fails; the error itself reaches the store, which translates it, so the line only
+    repeats it (on stderr, before the command's own message)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error ignored terminating")
+
+
+logging.getLogger("psycopg").addFilter(_PipelineNoise())
 
 
 class PostgresDriver(Driver):

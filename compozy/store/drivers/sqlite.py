@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from compozy.config import MEMORY_PATH, DatabaseConfig
-from compozy.errors import CompozyError, ConfigError, StoreBusy, StoreUnavailable
+from compozy.errors import CompozyError, ConfigError, StoreBusy, StoreUnavailable, ValidationError
 from compozy.store.drivers.base import (
     WRITE_OPTION,
     CheckViolation,
@@ -149,9 +149,13 @@ class SQLiteDriver(Driver):
         with self.guard(write=False), engine.connect() as conn:
             source = conn.connection.driver_connection
             assert isinstance(source, sqlite3.Connection)
-            with contextlib.closing(sqlite3.connect(dest)) as target:
-                source.backup(target)
-                target.execute("PRAGMA journal_mode=WAL")
+            try:
+                with contextlib.closing(sqlite3.connect(dest)) as target:
+                    source.backup(target)
+                    target.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.Error as error:
+                # The source was read; it is the new file that could not be written.
+                raise ValidationError(f"cannot write the backup {dest}: {error}") from None
 
     @contextmanager
     def guard(self, *, write: bool) -> Iterator[None]:
