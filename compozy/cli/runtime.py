@@ -140,18 +140,22 @@ def warn_if_recreated(config: DatabaseConfig) -> None:
 @contextmanager
 def existing_store(config: DatabaseConfig) -> Iterator[Store]:
     """The configured database, for commands that manage what is in it (``executions``,
-    ``users``, ``keys``); a SQLite file that does not exist is refused, not created."""
+    ``users``, ``keys``); a SQLite file that does not exist is refused, not created. Never
+    migrated here: an operator fixing access must not upgrade a schema older servers use."""
     missing = missing_sqlite_file(config)
     if missing is not None:
         raise ValidationError(
             f"there is no SQLite database at {missing}; check --db-path or the config "
             "file (`compozy init` or `compozy migrate up` creates one)"
         )
-    store = open_store(config)
-    try:
+    with unmigrated_store(config) as store:
+        health = store.health()
+        if not health.ok and health.revision is not None and health.revision != health.head:
+            raise ValidationError(
+                f"{store.describe()} is at schema revision {health.revision} and this compozy "
+                f"needs {health.head}: run `compozy migrate up` first"
+            )
         yield store
-    finally:
-        store.close()
 
 
 @contextmanager

@@ -6,6 +6,7 @@ import functools
 import glob
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -118,13 +119,31 @@ def load_config(
 
 def find_config_file(cwd: str | os.PathLike[str] | None = None) -> Path | None:
     """The `compozy.yaml` that a command run in `cwd` (default: the current directory) reads:
-    the one in `cwd`, else in the nearest folder above it, as git finds `.git`; None if none."""
+    the one in `cwd`, else in the nearest folder above it, as git finds `.git`; None if none.
+
+    The search never goes above a folder that others may write to (world-writable, such as
+    /tmp) or that another user owns: a config there could name tools that would run as you.
+    """
     folder = Path(os.path.abspath(os.getcwd() if cwd is None else cwd))
-    for candidate in (folder, *folder.parents):
-        path = candidate / DEFAULT_CONFIG_FILE
-        if path.is_file():
-            return path
+    if (folder / DEFAULT_CONFIG_FILE).is_file():
+        return folder / DEFAULT_CONFIG_FILE
+    for candidate in folder.parents:
+        if not _private_to_you(candidate):
+            return None
+        if (candidate / DEFAULT_CONFIG_FILE).is_file():
+            return candidate / DEFAULT_CONFIG_FILE
     return None
+
+
+def _private_to_you(folder: Path) -> bool:
+    """Whether only the current user (or root) can have put files in ``folder``."""
+    try:
+        info = folder.stat()
+    except OSError:
+        return False
+    if info.st_mode & stat.S_IWOTH:
+        return False
+    return info.st_uid in (os.getuid(), 0)
 
 
 def _config_file_path(config_file: str | os.PathLike[str] | None, base_dir: Path) -> Path | None:

@@ -63,6 +63,9 @@ _EXECUTION_TYPES: Mapping[str, ExecutionType] = {
     "router": ExecutionType.ROUTER,
 }
 
+MAX_DURATION = 30 * 86400.0
+"""The longest timeout or retry backoff, 30 days: longer waits overflow the clock's timers."""
+
 
 class DefinitionError(ConfigError):
     """A workflow definition is invalid; the message names the file, the task and the problem."""
@@ -364,6 +367,12 @@ class _Parser:
             seconds = None
         if not isinstance(seconds, float) or not math.isfinite(seconds) or seconds < 0:
             seconds = None
+        elif seconds > MAX_DURATION:
+            raise self.fail(
+                f"{prefix}{key} is {value!r}, longer than the {MAX_DURATION // 86400:g} days a "
+                "timeout or a backoff may last",
+                task,
+            )
         if seconds is None or (seconds == 0 and not zero):
             least = "0 or more" if zero else "more than 0"
             raise self.fail(

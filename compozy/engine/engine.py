@@ -119,6 +119,7 @@ class Engine(ClosedOnExit):
         self._loop: threading.Thread | None = None
         self._claiming = threading.Lock()  # held by a claim round; shutdown waits for it
         self._loop_problem: str | None = None  # the worker loop's last error, said once
+        self._catalog_problem: str | None = None  # the last failure to read workflow files
 
     @property
     def definitions(self) -> Mapping[str, WorkflowDefinition]:
@@ -284,8 +285,7 @@ class Engine(ClosedOnExit):
     def _work(self) -> None:
         while not self._halt.is_set():
             try:
-                if self._catalog is not None:
-                    self._catalog.refresh()  # at most every catalog.interval seconds
+                self._refresh_catalog()
                 self._renew()
                 self._claim()
             except CompozyError as exc:  # the database may be down for a while: keep trying
@@ -296,6 +296,27 @@ class Engine(ClosedOnExit):
                     _log.warning("Worker %s: the database answers again", self.worker_id)
             self._wake.wait(self._poll)
             self._wake.clear()
+
+    def _refresh_catalog(self) -> None:
+        """Read changed workflow files (at most every catalog.interval seconds). A file that
+        does not load is the catalog's to report; anything else is said once and the loaded
+        workflows keep running."""
+        if self._catalog is None:
+            return
+        try:
+            self._catalog.refresh()
+        except Exception as exc:  # noqa: BLE001 - reading files must never stop the worker
+            problem = f"{type(exc).__name__}: {exc}"
+            if problem != self._catalog_problem:
+                self._catalog_problem = problem
+                _log.warning(
+                    "Worker %s: reading the workflow files failed (%s); the workflows already "
+                    "loaded keep running",
+                    self.worker_id,
+                    problem,
+                )
+        else:
+            self._catalog_problem = None
 
     def _loop_failed(self, problem: str) -> None:
         """Say a problem of the worker loop once, not at every poll while it lasts."""

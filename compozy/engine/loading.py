@@ -43,6 +43,8 @@ def load_definition_file(path: str | os.PathLike[str]) -> WorkflowDefinition:
         raise DefinitionError(source, f"the workflow file cannot be read ({exc})") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise DefinitionError(source, "not valid YAML (nested too deeply to read)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -120,7 +122,7 @@ def _claims(file: str) -> frozenset[str]:
     ids = {Path(file).stem}
     try:
         data = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
         data = None
     if isinstance(data, dict) and isinstance(data.get("id"), str):
         ids.add(data["id"])

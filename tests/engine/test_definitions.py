@@ -325,6 +325,18 @@ def test_unquoted_template_yaml_error_says_to_quote(tmp_path: Path) -> None:
     assert "must be quoted" in str(error)
 
 
+def test_yaml_nested_past_what_the_reader_takes_is_a_definition_error(tmp_path: Path) -> None:
+    _, error = load_error(tmp_path, "id: deep\ntasks: " + "[" * 3000 + "]" * 3000)
+
+    assert "nested too deeply to read" in str(error)
+
+
+def test_a_timeout_longer_than_30_days_is_refused_at_load(tmp_path: Path) -> None:
+    _, error = load_error(tmp_path, "id: w\ntasks: [{id: t, tool: echo, timeout: 1e10}]")
+
+    assert "longer than the 30 days a timeout or a backoff may last" in str(error)
+
+
 def test_parse_definition_validates_in_memory_data() -> None:
     definition = parse_definition({"id": "mem", "tasks": [{"id": "a", "tool": "echo"}]})
 

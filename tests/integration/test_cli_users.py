@@ -18,7 +18,7 @@ from cli_support import SHARED_BACKENDS, Cli, assert_one_error_line, db_flags, r
 from compozy.auth import Role
 from compozy.auth.keys import fingerprint, verify_api_key
 from compozy.errors import APIKeyNotFound
-from compozy.store import Store, open_store
+from compozy.store import Store, migrations, open_store
 from compozy_testkit.databases import TestDatabase
 
 KEY_PATTERN = re.compile(r"cpzy_[A-Za-z0-9]+_[A-Za-z0-9]+")
@@ -205,3 +205,18 @@ def test_a_missing_sqlite_file_is_refused_not_created(cli: Cli, tmp_path: Path) 
         result = cli(*args, "--db-driver", "sqlite", "--db-path", str(database))
         assert "there is no SQLite database at" in assert_one_error_line(result)
     assert not database.exists()
+
+
+@SHARED_BACKENDS
+def test_users_and_keys_never_migrate_the_database(
+    cli: Cli, compozy_empty_database: TestDatabase
+) -> None:
+    older, head = migrations.revisions()[-2:]
+    with compozy_empty_database.open() as store:
+        migrations.upgrade(store, older)
+    for command in (["users", "list"], ["keys", "list"]):
+        line = assert_one_error_line(cli(*command, *db_flags(compozy_empty_database)))
+        assert f"is at schema revision {older} and this compozy needs {head}" in line
+        assert "run `compozy migrate up` first" in line
+    with compozy_empty_database.open() as store:
+        assert store.health().revision == older  # not moved by an operator's command

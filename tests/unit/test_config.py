@@ -800,3 +800,18 @@ def test_a_database_set_by_the_environment_is_not_blamed_on_a_missing_file(
 
     assert "compozy.yaml" not in message
     assert "database.path" in message
+
+
+def test_the_search_for_compozy_yaml_stops_below_a_folder_others_can_write(
+    tmp_path: Path,
+) -> None:
+    shared = tmp_path / "shared"
+    (shared / "victim").mkdir(parents=True)
+    (shared / "compozy.yaml").write_text("database: {driver: sqlite, path: planted.db}\n")
+    assert find_config_file(shared / "victim") == shared / "compozy.yaml"  # private: found
+    shared.chmod(0o1777)  # world-writable, like /tmp
+    try:
+        assert find_config_file(shared / "victim") is None
+        assert find_config_file(shared) == shared / "compozy.yaml"  # where you stand, still read
+    finally:
+        shared.chmod(0o700)
