@@ -20,7 +20,7 @@ from compozy.cli.runtime import (
 )
 from compozy.errors import ValidationError
 from compozy.store import Store, migrations
-from compozy.store.dropped import rows_dropped
+from compozy.store.dropped import rows_dropped, values_dropped
 from compozy.store.migrations import MigrationStatus
 
 __all__ = ["down", "migrate_app", "status", "up"]
@@ -120,16 +120,23 @@ def _confirm_dropped_rows(
 ) -> None:
     """List the rows the down would delete; then ask, or need ``--yes`` off a terminal."""
     counts = rows_dropped(store, before.current, target)
-    total = sum(counts.values())
+    values = values_dropped(store, before.current, target)
+    total = sum(counts.values()) + sum(values.values())
     if not total:
         return
-    typer.echo(
+    moving = (
         f"migrate down from {_revision(before.current, before.head)} to "
-        f"{_revision(target, before.head)} drops these tables and every row in them:"
+        f"{_revision(target, before.head)} drops"
     )
-    width = max(len(name) for name in counts)
-    for name, rows in counts.items():
-        typer.echo(f"  {name.ljust(width)}  {rows} row{'' if rows == 1 else 's'}")
+    for heading, found, unit in (
+        ("these tables and every row in them", counts, "row"),
+        ("these columns and every value in them", values, "value"),
+    ):
+        if found:
+            typer.echo(f"{moving} {heading}:")
+            width = max(len(name) for name in found)
+            for name, n in found.items():
+                typer.echo(f"  {name.ljust(width)}  {n} {unit}{'' if n == 1 else 's'}")
     if {"users", "api_keys"} & counts.keys():
         typer.echo(
             "Every API key stops working: after `compozy migrate up`, make an admin and a key "
@@ -139,8 +146,8 @@ def _confirm_dropped_rows(
         return
     if not sys.stdin.isatty():
         raise ValidationError(
-            f"migrate down would delete {total} row{'' if total == 1 else 's'} (listed above) "
-            "and cannot ask for confirmation without a terminal; pass --yes to confirm"
+            "migrate down would delete what is listed above and cannot ask for confirmation "
+            "without a terminal; pass --yes to confirm"
         )
     if not typer.confirm("Drop them?", default=False, err=True):
         typer.echo("nothing was changed", err=True)

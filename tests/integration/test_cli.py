@@ -29,8 +29,10 @@ import compozy.cli.init as cli_init
 from compozy.auth import Role, User
 from compozy.auth.keys import TEST_BCRYPT_ROUNDS, fingerprint, new_api_key, verify_api_key
 from compozy.config import load_config
+from compozy.core import Status
 from compozy.errors import StoreUnavailable
 from compozy.store import Store, migrations, open_store, sql_connection
+from compozy.workflow import WorkflowState
 from compozy_testkit.databases import TestDatabase
 
 KEY_PATTERN = re.compile(r"cpzy_[A-Za-z0-9]+_[A-Za-z0-9]+")
@@ -474,7 +476,7 @@ def test_a_down_that_drops_rows_lists_them_and_needs_yes_off_a_terminal(
     refused = run_compozy("migrate", "down", "--to", "base", *flags)
 
     line = assert_one_error_line(refused)
-    assert "would delete 2 rows" in line
+    assert "would delete what is listed above" in line
     assert "pass --yes" in line
     assert refused.out.splitlines()[:5] == DROPPED_AT_BASE
     assert "Every API key stops working" in refused.out
@@ -499,6 +501,32 @@ def test_a_down_that_drops_no_rows_asks_nothing(
 
     assert one_back.code == 0, one_back.err
     assert one_back.out.strip().endswith(f"from {HEAD} (head) to {REVISIONS[-2]}")
+    assert current_revision(compozy_empty_database) == REVISIONS[-2]
+
+
+@SHARED_BACKENDS
+def test_a_down_that_drops_columns_holding_values_lists_them_and_needs_yes(
+    cli: Cli, compozy_empty_database: TestDatabase
+) -> None:
+    _with_an_admin(compozy_empty_database)
+    with compozy_empty_database.open() as store:
+        store.workflows.upsert_state(WorkflowState(workflow_id="w", status=Status.PENDING))
+        assert store.queue.claim("worker-1", limit=1, lease=60.0)
+    flags = db_flags(compozy_empty_database)
+
+    line = assert_one_error_line(cli("migrate", "down", "--steps", "1", *flags))
+    assert "pass --yes" in line
+    assert current_revision(compozy_empty_database) == HEAD
+
+    done = cli("migrate", "down", "--steps", "1", "--yes", *flags)
+    assert done.code == 0, done.err
+    assert done.out.splitlines()[:4] == [
+        f"migrate down from {HEAD} (head) to {REVISIONS[-2]} drops these columns and every "
+        "value in them:",
+        "  workflow_states.claim_count       1 value",
+        "  workflow_states.lease_expires_at  1 value",
+        "  workflow_states.worker_id         1 value",
+    ]
     assert current_revision(compozy_empty_database) == REVISIONS[-2]
 
 
