@@ -205,13 +205,18 @@ def _backend_of(item: pytest.Item) -> str | None:
     return callspec.params.get("compozy_backend") if callspec is not None else None
 
 
+def _compares_with_postgres(item: pytest.Item, state: KitState) -> bool:
+    """A compozy_parity test, in a run that selected PostgreSQL (else it is skipped)."""
+    return POSTGRES in state.backends and PARITY_FIXTURE in getattr(item, "fixturenames", ())
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash[STATE_KEY]
     wanted = [
         item
         for item in items
-        if (_backend_of(item) == POSTGRES or PARITY_FIXTURE in getattr(item, "fixturenames", ()))
+        if (_backend_of(item) == POSTGRES or _compares_with_postgres(item, state))
         and item.get_closest_marker("skip") is None
     ]
     if not wanted:
