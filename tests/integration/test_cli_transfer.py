@@ -20,8 +20,9 @@ from cli_support import SHARED_BACKENDS, Cli, assert_one_error_line, db_flags
 
 from compozy.auth import Role, User
 from compozy.config import load_config
-from compozy.store import migrations, open_store
-from compozy_testkit.contract._build import workflow
+from compozy.store import migrations, open_store, sql_connection
+from compozy.store.tables import task_states
+from compozy_testkit.contract._build import task, workflow
 from compozy_testkit.contract.transfer import build_project, project_reads
 from compozy_testkit.databases import TestDatabase
 
@@ -96,6 +97,14 @@ def _nested(depth: int) -> dict[str, object]:
     return value
 
 
+def _same_email_twice(lines: Lines) -> Lines:
+    """A second user, of a new id, with the first user's email."""
+    i = _index(lines, "users")
+    record = json.loads(lines[i])
+    record["row"]["id"] = "0" * 27
+    return [*lines[: i + 1], json.dumps(record, ensure_ascii=False), *lines[i + 1 :]]
+
+
 def _child_first(lines: Lines) -> Lines:
     rows = [i for i, line in enumerate(lines) if '"table":"task_states"' in line]
     first, last = rows[0], rows[-1]
@@ -146,6 +155,11 @@ DAMAGES: dict[str, tuple[Callable[[Lines], Lines], str]] = {
     "duplicate id": (
         _duplicate("users"),
         r"line \d+ \(users\): id '\w+' is already taken by an earlier row",
+    ),
+    "duplicate email": (
+        _same_email_twice,
+        r"line \d+ \(users\): email_key '[^']+@example.com' is already taken by an earlier "
+        r"row \(uq_users_email_key\)",
     ),
     "boolean for a number": (
         _edit("workflow_states", "claim_count", True),
@@ -549,3 +563,24 @@ def test_a_refused_import_into_a_new_sqlite_file_leaves_no_file_or_folder(
     )
     assert "cannot read" in line
     assert not (tmp_path / "new").exists()
+
+
+@SHARED_BACKENDS
+def test_an_export_of_tasks_whose_parents_loop_is_refused_naming_them(
+    cli: Cli, compozy_database: TestDatabase, tmp_path: Path
+) -> None:
+    store = compozy_database.store()
+    wf = workflow(store)
+    first = task(store, wf, "a")
+    second = task(store, wf, "b", parent=first)
+    with sql_connection(store, write=True) as conn:  # a loop no repository write makes
+        conn.execute(
+            task_states.update()
+            .where(task_states.c.task_exec_id == first.task_exec_id)
+            .values(parent_state_id=second.task_exec_id)
+        )
+    out = tmp_path / "loop.jsonl"
+    line = assert_one_error_line(cli("export", "-o", str(out), *db_flags(compozy_database)))
+    assert "task_states holds 2 rows whose parent_state_id chain loops back on itself" in line
+    assert not out.exists()
+    assert [p for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
