@@ -20,7 +20,7 @@ from compozy.cli.runtime import (
 )
 from compozy.errors import ValidationError
 from compozy.store import Store, migrations
-from compozy.store.dropped import rows_dropped, values_dropped
+from compozy.store.dropped import data_dropped
 from compozy.store.migrations import MigrationStatus
 
 __all__ = ["down", "migrate_app", "status", "up"]
@@ -119,8 +119,8 @@ def _confirm_dropped_rows(
     store: Store, before: MigrationStatus, target: str | None, *, yes: bool
 ) -> None:
     """List the rows the down would delete; then ask, or need ``--yes`` off a terminal."""
-    counts = rows_dropped(store, before.current, target)
-    values = values_dropped(store, before.current, target)
+    dropped = data_dropped(store, before.current, target)
+    counts, values = dropped.rows, dropped.values
     total = sum(counts.values()) + sum(values.values())
     if not total:
         return

@@ -6,12 +6,14 @@ columns it drops from the tables it keeps and the values they hold.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 
 from compozy.config import MEMORY_PATH, DatabaseConfig
 from compozy.store import Store, migrations, open_store, sql_connection
 
-__all__ = ["rows_dropped", "values_dropped"]
+__all__ = ["Dropped", "data_dropped"]
 
 
 def _schema_at(revision: str | None) -> dict[str, set[str]]:
@@ -35,30 +37,33 @@ def _schema_at(revision: str | None) -> dict[str, set[str]]:
         scratch.close()
 
 
-def _tables_at(revision: str | None) -> set[str]:
-    return set(_schema_at(revision))
+@dataclass(frozen=True)
+class Dropped:
+    """What a migration down would delete from a database."""
+
+    rows: dict[str, int]
+    """Each table it drops, with the rows the table holds now."""
+    values: dict[str, int]
+    """Each column it drops from a table it keeps (``table.column``), with the values (not
+    NULL) it holds now; only columns that hold any."""
 
 
-def rows_dropped(store: Store, current: str | None, target: str | None) -> dict[str, int]:
-    """The tables that going back from revision ``current`` to ``target`` (None: base) drops
-    from ``store``'s database, by name, with the number of rows each holds now."""
-    dropping = _tables_at(current) - _tables_at(target)
+def data_dropped(store: Store, current: str | None, target: str | None) -> Dropped:
+    """What going back from revision ``current`` to ``target`` (None: base) deletes from
+    ``store``'s database."""
+    before, after = _schema_at(current), _schema_at(target)
+    rows: dict[str, int] = {}
+    values: dict[str, int] = {}
     with sql_connection(store) as conn:
         present = set(sa.inspect(conn).get_table_names())
-        return {
-            name: int(conn.scalar(sa.select(sa.func.count()).select_from(sa.table(name))) or 0)
-            for name in sorted(dropping & present)
-        }
-
-
-def values_dropped(store: Store, current: str | None, target: str | None) -> dict[str, int]:
-    """The columns that going back from ``current`` to ``target`` drops from tables it keeps,
-    as ``table.column``, with the number of values (not NULL) each holds now."""
-    before, after = _schema_at(current), _schema_at(target)
-    counts: dict[str, int] = {}
-    with sql_connection(store) as conn:
+        for table in sorted((before.keys() - after.keys()) & present):
+            rows[table] = int(
+                conn.scalar(sa.select(sa.func.count()).select_from(sa.table(table))) or 0
+            )
         for table in sorted(before.keys() & after.keys()):
             for column in sorted(before[table] - after[table]):
                 held = sa.select(sa.func.count(sa.column(column))).select_from(sa.table(table))
-                counts[f"{table}.{column}"] = int(conn.scalar(held) or 0)
-    return {name: n for name, n in counts.items() if n}
+                n = int(conn.scalar(held) or 0)
+                if n:
+                    values[f"{table}.{column}"] = n
+    return Dropped(rows, values)
