@@ -25,10 +25,10 @@ import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar
 
 from compozy.config import DatabaseConfig
+from compozy.core.closing import ClosedOnExit
 from compozy.errors import CompozyError
 from compozy.store import Store, open_store, sql_connection
 from compozy.store.tables import TABLES
@@ -308,7 +308,7 @@ class WorkerDatabases:
         self._backends.clear()
 
 
-class TestDatabase:
+class TestDatabase(ClosedOnExit):
     """A clean database for one test; ``open()`` gives Stores on it, closed at teardown.
 
     Migrated: the worker's database, wiped at teardown. Else a new empty database, dropped at
@@ -361,14 +361,3 @@ class TestDatabase:
             store.close()
         self._opened.clear()
         self._cleanup()
-
-    def __enter__(self) -> TestDatabase:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

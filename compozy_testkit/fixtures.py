@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from compozy_testkit.session import BACKENDS, POSTGRES, QUERIES_KEY, STATE_KEY
+from compozy_testkit.session import BACKENDS, POSTGRES, QUERIES_KEY, STATE_KEY, KitState
 
 if TYPE_CHECKING:
     from compozy.auth import AuthRepository
@@ -121,6 +121,18 @@ def compozy_dataset(
     drop()
 
 
+def _need_server(state: KitState, backend: str) -> None:
+    """Skip the test unless the server ``backend`` was selected for the run; then skip it, or
+    fail it when required, if the server could not be had."""
+    if backend not in state.backends:
+        pytest.skip(f"{backend} is not among the selected backends")
+    reason = state.unavailable(backend)
+    if reason:
+        if state.require_postgres:
+            pytest.fail(f"{reason} (required)", pytrace=False)
+        pytest.skip(reason)
+
+
 @pytest.fixture
 def compozy_empty_database_on(
     request: pytest.FixtureRequest,
@@ -137,13 +149,8 @@ def compozy_empty_database_on(
     made: list[TestDatabase] = []
 
     def empty_on(backend: str) -> TestDatabase:
-        if BACKEND_CLASSES[backend].has_server and backend not in state.backends:
-            pytest.skip(f"{backend} is not among the selected backends")
-        reason = state.unavailable(backend)
-        if reason:
-            if state.require_postgres:
-                pytest.fail(f"{reason} (required)", pytrace=False)
-            pytest.skip(reason)
+        if BACKEND_CLASSES[backend].has_server:
+            _need_server(state, backend)
         folder = tmp_path_factory.mktemp(f"empty-{backend}")
         database = TestDatabase(_compozy_worker_databases.backend(backend), folder, migrated=False)
         made.append(database)
@@ -174,14 +181,7 @@ def compozy_parity(
     from compozy_testkit.databases import TestDatabase
     from compozy_testkit.parity import Parity
 
-    state = request.config.stash[STATE_KEY]
-    reason = state.unavailable(POSTGRES)
-    if POSTGRES not in state.backends:
-        reason = "postgres is not among the selected backends"
-    if reason:
-        if state.require_postgres and POSTGRES in state.backends:
-            pytest.fail(f"{reason} (required)", pytrace=False)
-        pytest.skip(reason)
+    _need_server(request.config.stash[STATE_KEY], POSTGRES)
     databases = [
         TestDatabase(_compozy_worker_databases.backend(name), tmp_path, migrated=True)
         for name in ("sqlite", POSTGRES)

@@ -27,11 +27,6 @@ from compozy.store import Store
 __all__ = ["start"]
 
 SQLITE_CONCURRENCY_LIMIT = 10
-NO_USERS_HINT = (
-    "this database has no users, so no API key works yet: create the first admin with "
-    "`compozy users create EMAIL --role admin`, then a key with `compozy keys create --user "
-    "EMAIL` (with this command's config and database flags)"
-)
 _log = logging.getLogger("compozy.start")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -233,6 +234,11 @@ def test_the_command_line_wins_over_the_environment_and_the_ini_file(
     assert result.ret == 0
 
 
+def _fresh_python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a new interpreter, nothing imported beforehand."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+
+
 def test_the_plugin_module_imports_nothing_optional_at_load_time() -> None:
     # A project that installed compozy without the testkit extra has no factory-boy; pytest
     # still loads this plugin through the entry point, so loading must not need it.
@@ -247,11 +253,7 @@ def test_the_plugin_module_imports_nothing_optional_at_load_time() -> None:
         "import compozy_testkit.plugin\n"
         "print('loaded')\n"
     )
-    import subprocess
-
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False
-    )
+    result = _fresh_python(code)
     assert result.stdout.strip() == "loaded", result.stderr
 
 
@@ -269,11 +271,7 @@ def test_the_plugin_loads_only_pytest_and_the_standard_library() -> None:
         # sysconfig's generated module is standard library too, under a platform-specific name.
         "print(*sorted(m for m in extra if not m.startswith('_sysconfigdata_')))\n"
     )
-    import subprocess
-
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False
-    )
+    result = _fresh_python(code)
     assert result.returncode == 0, result.stderr
     assert not result.stdout.strip(), f"loading the plugin imported {result.stdout.strip()}"
 
