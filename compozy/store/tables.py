@@ -47,10 +47,21 @@ workflow_states = sa.Table(
     sa.Column("claim_count", sa.Integer(), nullable=False, server_default=sa.text("0")),
     *_nullable(UTCDateTime, "cancel_requested_at"),
     sa.PrimaryKeyConstraint("workflow_exec_id", name="pk_workflow_states"),
-    sa.Index("ix_workflow_states_workflow_id_created_at", "workflow_id", "created_at"),
-    sa.Index("ix_workflow_states_status", "status"),
+    # The list's filters (none, status, workflow_id, both), each followed by the page order
+    # (created_at, workflow_exec_id): a page and a keyset cursor are a range of one index, with
+    # no sort, whatever the table holds. Claims read PENDING executions oldest first by status.
     sa.Index("ix_workflow_states_created_at", "created_at", "workflow_exec_id"),
-    sa.Index("ix_workflow_states_claimable", "status", "created_at"),
+    sa.Index("ix_workflow_states_claimable", "status", "created_at", "workflow_exec_id"),
+    sa.Index(
+        "ix_workflow_states_workflow_id_created_at", "workflow_id", "created_at", "workflow_exec_id"
+    ),
+    sa.Index(
+        "ix_workflow_states_workflow_id_status_created_at",
+        "workflow_id",
+        "status",
+        "created_at",
+        "workflow_exec_id",
+    ),
     sa.Index("ix_workflow_states_worker_id", "worker_id"),
 )
 
@@ -75,8 +86,16 @@ task_states = sa.Table(
         name="fk_task_states_parent_state_id",
         ondelete="CASCADE",
     ),
-    sa.Index("ix_task_states_workflow_exec_id_created_at", "workflow_exec_id", "created_at"),
-    sa.Index("ix_task_states_parent_state_id_created_at", "parent_state_id", "created_at"),
+    # An execution's tasks and a parent's children in task order (created_at, task_exec_id).
+    sa.Index(
+        "ix_task_states_workflow_exec_id_created_at",
+        "workflow_exec_id",
+        "created_at",
+        "task_exec_id",
+    ),
+    sa.Index(
+        "ix_task_states_parent_state_id_created_at", "parent_state_id", "created_at", "task_exec_id"
+    ),
     sa.Index("ix_task_states_workflow_exec_id_task_id", "workflow_exec_id", "task_id"),
     sa.Index("ix_task_states_status", "status"),
     sa.Index("ix_task_states_agent_id", "agent_id"),
