@@ -189,7 +189,7 @@ def profile(engine: Engine, store: Store, case: Case, on_task: bool) -> None:
         took = run_once(engine, store, case, on_task)
     finally:
         main_profiler.disable()
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.setprofile(None)
     print(f"\nprofile of {case.name} ({case.tasks / took:.0f} tasks/s under cProfile)")
     for order in ("cumulative", "tottime"):
         out = io.StringIO()

@@ -4,28 +4,41 @@ A task is stored PENDING, then RUNNING, then SUCCESS (with its output) or FAILED
 ``{"message", "code"}`` error). Children carry their parent's ``task_exec_id``. Sequential
 containers (the workflow itself, composite) store a child only when it starts, so the tasks
 after a failure never appear; fan-out containers (parallel, collection) store all their
-children PENDING first (one statement batch, one transaction), so progress counts are right
-from the start, and mark the children that a ``fail_fast`` failure kept from starting CANCELED.
+children PENDING first (in one transaction), so progress counts are right from the start, and
+mark the children that a ``fail_fast`` failure kept from starting CANCELED.
 
-Every write is one transaction fenced by the run's claim (``store.queue.fence``), retried on
-transient conflicts by ``Store.run_in_transaction``; a tool call is never inside it. A run that
-finds its claim gone (``ClaimLost``) or is asked to stop starts no new task and ends quietly.
+Writes are group-committed: a task queues its state changes and goes on; one writer thread
+per run stores whatever is queued, in order, in one transaction fenced by the run's claim
+(``store.queue.fence``), retried on transient conflicts by ``Store.run_in_transaction``. A
+tool call is never inside it. What is committed is therefore always a prefix of the run's
+history, as if the run had stopped a moment earlier. Without an ``on_task`` callback, the
+changes of one task that are queued together are stored as the last of them: a RUNNING that
+the SUCCESS replaces before it could be written was never visible to anyone, while a tool that
+takes longer than one write is seen RUNNING. With ``on_task``, every change is stored and then
+reported, in order, once committed. The workflow completes only after every queued change is
+stored.
+
+A run that finds its claim gone (``ClaimLost``, raised by its next write or at its next task
+once the writer met it) or is asked to stop starts no new task and ends quietly; what was
+queued before is stored if the claim still holds, and nothing is stored after it is lost.
 
 Resuming: tasks the execution already finished (under an earlier claim) are not run again; the
 outputs of the SUCCESS ones feed later templates. Unfinished tasks run again on their stored
-rows, so a tool runs at least once, not exactly once.
+rows, so a tool runs at least once, not exactly once (a task whose end was queued but not yet
+committed when its worker died runs again too).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from compozy.core import Component, Status
@@ -67,6 +80,7 @@ _CANCEL_POLL = 0.05
 # What a retry policy tries again: a failing tool and an attempt that ran out of time.
 _RETRIED = frozenset({"TOOL_FAILED", "TIMED_OUT"})
 _log = logging.getLogger(LOGGER_NAME)
+_TICK = timedelta(microseconds=1)
 
 
 class RunStopped(Exception):
@@ -155,6 +169,130 @@ class _Outcome:
     usage: UsageSummary | None = None
 
 
+@dataclass
+class _Change:
+    """A queued task state change: a snapshot of the state, and usage to merge once stored."""
+
+    state: TaskState
+    usages: list[UsageSummary]
+
+
+class _Writes:
+    """Group commit of one run's task state changes (see the module docstring).
+
+    ``submit`` queues snapshots and returns at once; a writer thread stores everything queued
+    in one fenced transaction, then hands the stored states to ``notify`` in order. The first
+    failure of a write is kept: it is raised by every later ``submit``, ``check`` and
+    ``flush``, and nothing more is written."""
+
+    def __init__(
+        self,
+        store: Store,
+        claim: Claim,
+        notify: Callable[[TaskState], None],
+        coalesce: Callable[[], bool],
+    ) -> None:
+        self._store = store
+        self._claim = claim
+        self._notify = notify
+        self._coalesce = coalesce
+        self._changed = threading.Condition()
+        self._queue: list[_Change] = []
+        self._submitted = 0
+        self._written = 0
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._loop, name=f"compozy-writes-{self._claim.workflow_exec_id}", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Store what is queued (unless a write failed), then stop the writer thread."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def submit(self, states: list[TaskState], usage: UsageSummary | None = None) -> None:
+        with self._changed:
+            self._raise_failure()
+            usages = [] if usage is None else [usage]
+            self._queue.extend(_Change(copy.copy(state), usages) for state in states)
+            self._submitted += len(states)
+            self._changed.notify_all()
+
+    def check(self) -> None:
+        """Raise the failure of an earlier write, if one failed."""
+        with self._changed:
+            self._raise_failure()
+
+    def flush(self) -> None:
+        """Wait until every change submitted so far is stored (and reported)."""
+        with self._changed:
+            target = self._submitted
+            while self._written < target and self._failure is None:
+                self._changed.wait()
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._queue and not self._closing:
+                    self._changed.wait()
+                if not self._queue or self._failure is not None:
+                    return
+                batch, self._queue = self._queue, []
+            try:
+                changes = _coalesced(batch) if self._coalesce() else batch
+                stored = self._store.run_in_transaction(functools.partial(self._write, changes))
+                for state in stored:
+                    self._notify(state)
+            except BaseException as exc:  # noqa: BLE001 - raised in the run's threads
+                with self._changed:
+                    self._failure = exc
+                    self._queue = []
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self._written += len(batch)
+                self._changed.notify_all()
+
+    def _write(self, changes: list[_Change], tx: TransactionScope) -> list[TaskState]:
+        # A usage merge updates the workflow row too: lock it first (the lock order).
+        tx.queue.fence(self._claim, exclusive=any(change.usages for change in changes))
+        stored = []
+        for change in changes:
+            row = tx.tasks.upsert_state(change.state)
+            for usage in change.usages:
+                tx.workflows.merge_usage(self._claim.workflow_exec_id, usage)
+                row.usage = tx.tasks.merge_usage(row.task_exec_id, usage)
+            stored.append(row)
+        return stored
+
+
+def _coalesced(batch: list[_Change]) -> list[_Change]:
+    """One change per task: its last state, at the place of its first change (a parent row is
+    then written before its children's), with every usage of the batch."""
+    merged: dict[str, _Change] = {}
+    for change in batch:
+        earlier = merged.get(change.state.task_exec_id)
+        if earlier is None:
+            merged[change.state.task_exec_id] = _Change(change.state, list(change.usages))
+        else:
+            earlier.state = change.state
+            earlier.usages.extend(change.usages)
+    return list(merged.values())
+
+
 class WorkflowRun:
     """One claimed execution of a definition; ``execute()`` runs it to a terminal state."""
 
@@ -180,11 +318,13 @@ class WorkflowRun:
         self._on_task = on_task
         self._on_callback_error = on_callback_error
         self._finished: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()  # guards _finished and serialises on_task calls
+        self._lock = threading.Lock()  # guards _finished, _stop_reason and _last_created
         self._stop_reason: str | None = None
         # What earlier claims left: parent task_exec_id ("" for the top level) -> its children
         # in creation order. Filled once, when the run starts.
         self._earlier: dict[str, list[TaskState]] = {}
+        self._last_created: datetime | None = None  # created_at strictly grows in a run
+        self._writes = _Writes(store, claim, self._notify, lambda: self._on_task is None)
 
     @property
     def claim(self) -> Claim:
@@ -220,10 +360,22 @@ class WorkflowRun:
         execution now; the caller decides what the execution becomes then.
         """
         self._load_earlier()
+        self._writes.start()
+        try:
+            return self._execute()
+        finally:
+            self._writes.close()
+
+    def _execute(self) -> WorkflowState:
+        failed = None
         for task in self._definition.tasks:
             state = self._run_task(task, None, _Scope())
             if state.status is not Status.SUCCESS:
-                return self._complete_failed(state)
+                failed = state
+                break
+        self._writes.flush()  # the tasks' rows before the workflow's end
+        if failed is not None:
+            return self._complete_failed(failed)
         transformer = None if self._definition.outputs is None else self._outputs_transformer()
         return self._write(
             lambda tx: tx.workflows.complete_workflow(self._exec_id, transformer),
@@ -280,7 +432,20 @@ class WorkflowRun:
 
     # --- one task --------------------------------------------------------------------------
 
-    def _new_state(self, task: TaskDefinition, parent: TaskState | None) -> TaskState:
+    def _created_at(self, count: int = 1) -> datetime:
+        """The first of ``count`` created_at values, one microsecond apart and after every
+        earlier one of this run: the creation order a resumed run reads back (a row is stored
+        a moment after it is created, and rows written together get no order of their own)."""
+        with self._lock:
+            start = utc_now()
+            if self._last_created is not None and start <= self._last_created:
+                start = self._last_created + _TICK
+            self._last_created = start + _TICK * (count - 1)
+        return start
+
+    def _new_state(
+        self, task: TaskDefinition, parent: TaskState | None, created_at: datetime | None = None
+    ) -> TaskState:
         return TaskState(
             task_id=task.id,
             workflow_id=self._definition.id,
@@ -290,6 +455,7 @@ class WorkflowRun:
             status=Status.PENDING,
             execution_type=task.execution_type,
             tool_id=task.tool if task.type == "basic" else None,
+            created_at=created_at or self._created_at(),
         )
 
     def _earlier_state(self, parent: TaskState | None, task_id: str) -> TaskState | None:
@@ -314,6 +480,7 @@ class WorkflowRun:
         with self._lock:
             if self._stop_reason is not None:
                 raise RunStopped(self._stop_reason)
+        self._writes.check()  # a write failed (ClaimLost, say): start nothing more
         if state is None:
             state = self._new_state(task, parent)
             self._save(state)
@@ -588,44 +755,35 @@ class WorkflowRun:
             raise TaskFailure("TEMPLATE_FAILED", f"{what}: {exc}") from None
 
     def _save(self, state: TaskState) -> None:
-        self._notify(self._write(lambda tx: tx.tasks.upsert_state(state)))
+        """Queue ``state`` (as it is now) for the writer."""
+        self._writes.submit([state])
 
     def _store_children(self, parent: TaskState, tasks: list[TaskDefinition]) -> list[TaskState]:
-        """Store a fan-out's children PENDING in one transaction, in a creation order that
-        a resumed run reads back the same (distinct created_at, one microsecond apart)."""
-        start = utc_now()
-        children = [self._new_state(task, parent) for task in tasks]
-        for index, child in enumerate(children):
-            child.created_at = start + timedelta(microseconds=index)
-        stored = self._write(lambda tx: [tx.tasks.upsert_state(child) for child in children])
-        for child in stored:
-            self._notify(child)
-        return stored
+        """Queue a fan-out's children PENDING together (one transaction stores them all), in a
+        creation order that a resumed run reads back the same."""
+        start = self._created_at(len(tasks))
+        children = [
+            self._new_state(task, parent, start + _TICK * index) for index, task in enumerate(tasks)
+        ]
+        self._writes.submit(children)
+        return children
 
     def _finish(self, state: TaskState, usage: UsageSummary | None) -> None:
-        """Store the final state and merge its usage in one transaction."""
-        if usage is None:
-            self._save(state)
-            return
-
-        def finish(tx: TransactionScope) -> TaskState:
-            # Lock order: the workflow row (the fence holds it already), then the task's.
-            tx.workflows.merge_usage(self._exec_id, usage)
-            # Set on the state before the upsert, which writes every column, usage included.
-            state.usage = tx.tasks.merge_usage(state.task_exec_id, usage)
-            return tx.tasks.upsert_state(state)
-
-        self._notify(self._write(finish, workflow_row=True))
+        """Queue the final state; its usage is merged into the task and the workflow in the
+        transaction that stores it."""
+        self._writes.submit([state], usage)
 
     def _notify(self, stored: TaskState) -> None:
+        """Report a committed state to ``on_task``; only the writer thread calls this, so calls
+        come one at a time without holding the run's lock (a slow callback delays writes, not
+        the tasks)."""
         if self._on_task is None:
             return
-        with self._lock:
-            try:
-                self._on_task(stored)
-            except Exception as exc:  # noqa: BLE001 - a progress display never fails a run
-                if self._on_callback_error is not None:
-                    self._on_callback_error(exc)
+        try:
+            self._on_task(stored)
+        except Exception as exc:  # noqa: BLE001 - a progress display never fails a run
+            if self._on_callback_error is not None:
+                self._on_callback_error(exc)
 
 
 def _map_on_daemon_threads(
