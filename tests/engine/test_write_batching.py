@@ -158,24 +158,14 @@ def test_the_stored_end_state_of_a_mixed_workflow(
 def test_a_slow_tool_is_seen_running_while_its_quick_siblings_are_done(
     define: Define, make_engine: MakeEngine, compozy_store: Store, gate_name: str
 ) -> None:
-    engine = make_engine(
-        define(
-            """
-            id: w
-            tasks:
-              - id: each
-                type: collection
-                items: "{{ range(20) | list }}"
-                task:
+    router = """
                   id: one
                   type: router
                   condition: "{{ 'slow' if item == 7 else 'quick' }}"
                   routes:
                     slow: {id: slow, tool: "TOOLS:gate", with: {name: "{{ input.gate }}"}}
-                    quick: {id: quick, tool: echo, with: {i: "{{ item }}"}}
-            """
-        )
-    )
+                    quick: {id: quick, tool: echo, with: {i: "{{ item }}"}}"""
+    engine = make_engine(define(_collection(20, router)))
     exec_id = engine.start("w", {"gate": gate_name})  # no on_task: changes are coalesced
 
     def slow_running() -> bool:
@@ -196,18 +186,7 @@ def test_every_fan_out_child_is_stored_before_any_child_is_seen(
 ) -> None:
     """Progress counts are right from the start: the first time a child of the collection is
     reported, the store holds all of them, and every report is a state already stored."""
-    engine = make_engine(
-        define(
-            """
-            id: w
-            tasks:
-              - id: each
-                type: collection
-                items: "{{ range(40) | list }}"
-                task: {id: one, tool: echo, with: {i: "{{ item }}"}}
-            """
-        )
-    )
+    engine = make_engine(define(_collection(40, '{id: one, tool: echo, with: {i: "{{ item }}"}}')))
     counts: list[int] = []
     behind: list[str] = []
     order = [Status.PENDING, Status.RUNNING, Status.SUCCESS]
@@ -234,18 +213,8 @@ def test_a_resumed_collection_keeps_its_finished_items_and_runs_the_rest_once(
     """As a worker that died mid-collection leaves it: items 0-4 SUCCESS, 5 RUNNING, the rest
     PENDING. The new worker runs items 5-9 once each, on their rows, and keeps 0-4 as they are."""
     key = uuid.uuid4().hex
-    engine = make_engine(
-        define(
-            """
-            id: w
-            tasks:
-              - id: each
-                type: collection
-                items: "{{ range(10) | list }}"
-                task: {id: one, tool: "TOOLS:slow", with: {key: "KEY-{{ item }}", seconds: 0}}
-            """.replace("KEY", key)
-        )
-    )
+    task = '{id: one, tool: "TOOLS:slow", with: {key: "KEY-{{ item }}", seconds: 0}}'
+    engine = make_engine(define(_collection(10, task.replace("KEY", key))))
     state = compozy_store.workflows.upsert_state(
         WorkflowState(workflow_id="w", status=Status.PENDING)
     )
@@ -359,6 +328,15 @@ def test_a_claim_lost_with_changes_queued_stops_the_run_and_stores_nothing_after
     assert final.output is not None
     assert final.output["each"] == {"results": [{"i": i} for i in range(60)]}
     assert len(_statuses(compozy_store, exec_id, "one")) == 60
+
+
+def _collection(size: int, task: str) -> str:
+    """Workflow ``w``: one parallel collection ``each`` over ``range(size)`` running ``task``
+    (a flow mapping, or a block of lines indented deeper than ``task:``)."""
+    items = f'"{{{{ range({size}) | list }}}}"'
+    return (
+        f"id: w\ntasks:\n  - id: each\n    type: collection\n    items: {items}\n    task: {task}\n"
+    )
 
 
 def _rows(store: Store, exec_id: str) -> dict[str, tuple[Status, Any, Any]]:
