@@ -6,6 +6,10 @@ factor) is what the cache spares: it remembers, per fingerprint, the stored hash
 plaintext was found to match. A hit needs the same fingerprint, which only that plaintext has,
 and the same stored hash, so the cache can only repeat a verdict the database still supports;
 it is never consulted before the database lookup and holds no plaintext.
+
+``last_used`` is written when the stored value is older than ``LAST_USED_PRECISION`` (a
+minute), not at every request: a request is then a read only, and a client polling many times
+a second does not queue a write per poll behind the workflow engine's (SQLite has one writer).
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import timedelta
 
 from compozy.api.errors import ApiError
 from compozy.auth import APIKey, Role, User
 from compozy.auth.keys import fingerprint, verify_api_key
+from compozy.core.values import utc_now
 from compozy.errors import NotFoundError
 from compozy.store import Store
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
+    "LAST_USED_PRECISION",
     "MAX_TOKEN_LENGTH",
     "Authenticator",
     "Principal",
@@ -31,11 +38,13 @@ __all__ = [
 
 DEFAULT_CACHE_SIZE = 1024
 MAX_TOKEN_LENGTH = 512  # real keys are 58 characters; anything far longer is not one
+LAST_USED_PRECISION = timedelta(minutes=1)
+"""An API key's ``last_used`` is at most this much older than its latest request."""
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who made a request: the key's owner and the key (with ``last_used`` just updated)."""
+    """Who made a request: the key's owner and the key (``last_used`` within a minute)."""
 
     user: User
     key: APIKey
@@ -134,7 +143,8 @@ class Authenticator:
             self.cache.remember(key)
         try:
             user = auth.get_user_by_id(key.user_id)
-            key = auth.update_api_key_last_used(key.id)
+            if key.last_used is None or utc_now() - key.last_used >= LAST_USED_PRECISION:
+                key = auth.update_api_key_last_used(key.id)
         except NotFoundError:  # deleted between the lookup and now
             raise _invalid_key() from None
         return Principal(user=user, key=key)
