@@ -6,7 +6,7 @@
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,6 +21,7 @@ __all__ = [
     "ApiContext",
     "AuthDependencies",
     "ExecutionStarter",
+    "ExecutionWatcher",
     "IdPath",
     "TaskOutline",
     "WorkflowOutline",
@@ -83,6 +84,17 @@ class ExecutionStarter(Protocol):
         Raises a ``NotFoundError`` for an unknown workflow and ``ValidationError`` for input
         its schema refuses, both before anything is stored.
         """
+        ...
+
+
+@runtime_checkable
+class ExecutionWatcher(Protocol):
+    """An engine that can say when an execution may have changed (``Engine.watch``): the
+    long-poll of ``GET .../executions/workflows/{id}?wait=`` then answers at once."""
+
+    def watch(self, workflow_exec_id: str, callback: Callable[[], None], /) -> Callable[[], None]:
+        """Call ``callback`` (from any thread) when the execution may have changed; returns
+        the function that stops the calls."""
         ...
 
 

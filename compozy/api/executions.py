@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query
+from starlette.concurrency import run_in_threadpool
 
-from compozy.api.deps import ApiContext, AuthDependencies, IdPath, error_responses, no_engine
+from compozy.api.deps import (
+    ApiContext,
+    AuthDependencies,
+    ExecutionWatcher,
+    IdPath,
+    error_responses,
+    no_engine,
+)
 from compozy.api.models import (
     ExecutionStarted,
     Progress,
@@ -30,7 +41,14 @@ from compozy.store import TransactionScope
 from compozy.task import TaskFilter
 from compozy.workflow import WorkflowFilter, WorkflowRepository, WorkflowSummary
 
-__all__ = ["execution_summary", "executions_router"]
+__all__ = ["MAX_WAIT", "execution_summary", "executions_router"]
+
+MAX_WAIT = 60.0
+"""The longest ``?wait=`` of ``GET /api/v0/executions/workflows/{exec_id}``, in seconds."""
+# How often a long-poll re-reads the execution in case a signal was missed (or, without an
+# engine that can signal, at all).
+_REREAD_SIGNALLED = 0.25
+_REREAD_UNSIGNALLED = 0.05
 
 
 def execution_summary(workflows: WorkflowRepository, exec_id: str) -> WorkflowSummary:
@@ -39,6 +57,37 @@ def execution_summary(workflows: WorkflowRepository, exec_id: str) -> WorkflowSu
     if not page.items:
         raise WorkflowNotFound(f"workflow execution {exec_id} not found")
     return page.items[0]
+
+
+async def wait_until_finished(ctx: ApiContext, exec_id: str, seconds: float) -> WorkflowSummary:
+    """The execution once it is terminal, or as it is after ``seconds``; 404 if unknown.
+
+    Holds no thread while waiting: the engine's signal (its run ended here, or another process
+    said so) sets an asyncio event; reads run in the thread pool."""
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+    engine: object = ctx.engine
+    unsubscribe: Callable[[], None] | None = None
+
+    def signal() -> None:  # called from the engine's threads
+        loop.call_soon_threadsafe(changed.set)
+
+    if isinstance(engine, ExecutionWatcher):
+        unsubscribe = engine.watch(exec_id, signal)
+    reread = _REREAD_SIGNALLED if unsubscribe is not None else _REREAD_UNSIGNALLED
+    deadline = loop.time() + seconds
+    try:
+        while True:
+            summary = await run_in_threadpool(execution_summary, ctx.store.workflows, exec_id)
+            left = deadline - loop.time()
+            if summary.status.is_terminal or left <= 0:
+                return summary
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(reread, left))
+            changed.clear()
+    finally:
+        if unsubscribe is not None:
+            unsubscribe()
 
 
 def executions_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
@@ -89,11 +138,31 @@ def executions_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
         summary="A workflow execution with its task tree",
         responses=error_responses(401, 404, 422, 503),
     )
-    def get_workflow_execution(exec_id: IdPath) -> WorkflowExecutionDetail:
-        """The execution and every task state of it, children nested under their parents."""
-        summary = execution_summary(ctx.store.workflows, exec_id)
-        tasks = ctx.store.tasks.list_states(TaskFilter(workflow_exec_id=exec_id))
-        return workflow_detail_out(summary, tasks)
+    async def get_workflow_execution(
+        exec_id: IdPath,
+        wait: Annotated[
+            float,
+            Query(
+                ge=0,
+                le=MAX_WAIT,
+                description="Seconds to wait for the execution to be terminal before answering "
+                f"(a long-poll, at most {MAX_WAIT:g}); it answers as soon as it is, else with "
+                "the state it has then. 0 (the default) answers at once.",
+            ),
+        ] = 0.0,
+    ) -> WorkflowExecutionDetail:
+        """The execution and every task state of it, children nested under their parents.
+
+        With `wait`, the answer comes when the execution is terminal (or the wait is over):
+        poll with `?wait=30` instead of many times a second."""
+
+        def read(summary: WorkflowSummary | None) -> WorkflowExecutionDetail:
+            summary = summary or execution_summary(ctx.store.workflows, exec_id)
+            tasks = ctx.store.tasks.list_states(TaskFilter(workflow_exec_id=exec_id))
+            return workflow_detail_out(summary, tasks)
+
+        summary = await wait_until_finished(ctx, exec_id, wait) if wait > 0 else None
+        return await run_in_threadpool(read, summary)
 
     @router.post(
         "/executions/workflows/{exec_id}/cancel",

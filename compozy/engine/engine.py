@@ -27,6 +27,7 @@ from compozy.engine.definitions import LOGGER_NAME, WorkflowDefinition
 from compozy.engine.executor import CANCEL, RunStopped, TaskCallback, WorkflowRun
 from compozy.engine.loading import WorkflowCatalog
 from compozy.engine.templates import Templates
+from compozy.engine.wakeups import DONE_CHANNEL, QUEUE_CHANNEL, Changes, Watcher, announce
 from compozy.errors import ClaimLost, CompozyError, NotFoundError, StoreUnavailable
 from compozy.workflow import Claim, WorkflowState
 
@@ -37,7 +38,7 @@ __all__ = ["Engine", "UnknownWorkflow"]
 
 Recovery = Literal["resume", "fail"]
 
-# How often `wait` re-reads an execution that another engine or process is running.
+# How often `wait` re-reads an execution when nothing can tell it of a change (no watcher).
 _POLL_SECONDS = 0.05
 _RELEASED = "released"
 _LOST = "lost"
@@ -115,6 +116,15 @@ class Engine(ClosedOnExit):
         self._closed = False
         self._serving = False  # claiming new work
         self._wake = threading.Event()
+        self._renewed = -math.inf  # monotonic time of the last lease renewal round
+        self._changes = Changes()
+        self._watcher = Watcher(
+            store,
+            on_queue=self._wake.set,
+            on_done=self._changes.changed,
+            on_some_done=self._some_done,
+            retry=poll_interval,
+        )
         self._halt = threading.Event()
         self._loop: threading.Thread | None = None
         self._claiming = threading.Lock()  # held by a claim round; shutdown waits for it
@@ -162,7 +172,8 @@ class Engine(ClosedOnExit):
         exec_id = self._store.workflows.upsert_state(state).workflow_exec_id
         with self._lock:
             self._started.add(exec_id)
-        self.serve()
+        self.serve()  # wakes this engine's worker loop at once
+        announce(self._store, QUEUE_CHANNEL)  # and, on PostgreSQL, those of other processes
         return exec_id
 
     def serve(self) -> None:
@@ -171,6 +182,7 @@ class Engine(ClosedOnExit):
             self._check_open()
             self._serving = True
             self._ensure_loop()
+            self._watcher.start(f"compozy-wakeups-{self.worker_id}")
         self._wake.set()
 
     def run(
@@ -242,25 +254,41 @@ class Engine(ClosedOnExit):
         return self._store.workflows.get_state(workflow_exec_id)
 
     def wait(self, workflow_exec_id: str, timeout: float | None = None) -> WorkflowState:
-        """The execution once terminal; ``TimeoutError`` if it is not terminal in time."""
+        """The execution once terminal; ``TimeoutError`` if it is not terminal in time.
+
+        Woken when this engine's run of it ends, and when another process's does (a
+        notification on PostgreSQL, a change of a SQLite file), with a re-read every
+        ``poll_interval`` in case a signal was missed."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        changed = threading.Event()
+        unsubscribe = self.watch(workflow_exec_id, changed.set)
         with self._lock:
-            active = self._active.get(workflow_exec_id)
-        if active is not None and not active.done.wait(timeout):
-            raise TimeoutError(
-                f"workflow execution {workflow_exec_id} is still running after {timeout}s"
-            )
-        # Poll: another engine or process may be running it (or run it next).
-        while True:
-            state = self._store.workflows.get_state(workflow_exec_id)
-            if state.status.is_terminal:
-                return state
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"workflow execution {workflow_exec_id} is still {state.status.value} "
-                    f"after {timeout}s"
-                )
-            time.sleep(_POLL_SECONDS)
+            fallback = self._poll if self._watcher.running else _POLL_SECONDS
+        try:
+            while True:
+                state = self._store.workflows.get_state(workflow_exec_id)
+                if state.status.is_terminal:
+                    return state
+                left = math.inf if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"workflow execution {workflow_exec_id} is still "
+                        f"{state.status.value} after {timeout}s"
+                    )
+                changed.wait(min(fallback, left))
+                changed.clear()
+        finally:
+            unsubscribe()
+
+    def watch(self, workflow_exec_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` (from another thread) whenever the execution may have changed
+        state: its run here ended, or another process says one ended; read it to know. Some
+        signals can be missed (a dropped connection): re-read now and then. Returns the
+        function that stops the calls."""
+        with self._lock:
+            if not self._closed:
+                self._watcher.start(f"compozy-wakeups-{self.worker_id}")
+        return self._changes.watch(workflow_exec_id, callback)
 
     @property
     def running(self) -> list[str]:
@@ -284,9 +312,12 @@ class Engine(ClosedOnExit):
 
     def _work(self) -> None:
         while not self._halt.is_set():
+            # Cleared before the round, so a wake-up that comes during it starts the next one.
+            self._wake.clear()
             try:
                 self._refresh_catalog()
-                self._renew()
+                if time.monotonic() - self._renewed >= self._poll:  # not at every wake-up
+                    self._renew()
                 self._claim()
             except CompozyError as exc:  # the database may be down for a while: keep trying
                 self._loop_failed(str(exc))
@@ -294,8 +325,16 @@ class Engine(ClosedOnExit):
                 if self._loop_problem is not None:
                     self._loop_problem = None
                     _log.warning("Worker %s: the database answers again", self.worker_id)
-            self._wake.wait(self._poll)
-            self._wake.clear()
+            self._wake.wait(max(0.0, self._renewed + self._poll - time.monotonic()))
+
+    def _some_done(self) -> None:
+        """Another process ended executions it did not name (SQLite): tell the waiters of
+        every execution not run here (those run here are told when they end)."""
+        self._changes.changed_except(self._runs_here)
+
+    def _runs_here(self, workflow_exec_id: str) -> bool:
+        with self._lock:
+            return workflow_exec_id in self._active
 
     def _refresh_catalog(self) -> None:
         """Read changed workflow files (at most every catalog.interval seconds). A file that
@@ -325,6 +364,7 @@ class Engine(ClosedOnExit):
         self._loop_problem = problem
 
     def _renew(self) -> None:
+        self._renewed = time.monotonic()
         with self._lock:
             claims = [active.run.claim for active in self._active.values()]
         if not claims:
@@ -454,6 +494,8 @@ class Engine(ClosedOnExit):
                 self._started.discard(exec_id)
             active.done.set()
             self._wake.set()  # a slot is free: claim the next one now
+            self._changes.changed(exec_id)
+            announce(self._store, DONE_CHANNEL, exec_id)  # waiters in other processes
 
     def _callback_failed(self, exec_id: str) -> Callable[[BaseException], None]:
         def report(exc: BaseException) -> None:
@@ -483,9 +525,11 @@ class Engine(ClosedOnExit):
     def _let_go(self, active: _Active) -> None:
         """Stop counting a run whose thread may still be in a tool: nothing waits for it, and
         its next write fails (``ClaimLost``), which ends it quietly."""
+        exec_id = active.run.claim.workflow_exec_id
         with self._lock:
-            self._active.pop(active.run.claim.workflow_exec_id, None)
+            self._active.pop(exec_id, None)
         active.done.set()
+        self._changes.changed(exec_id)
 
     # --- shutdown ----------------------------------------------------------------------------
 
@@ -523,6 +567,7 @@ class Engine(ClosedOnExit):
         self._wake.set()
         if self._loop is not None:
             self._loop.join()
+        self._watcher.stop()
         return sorted(released)
 
     def close(self, wait: bool = True) -> None:
