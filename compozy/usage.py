@@ -206,7 +206,16 @@ class UsageSummary:
         """Build a summary from the stored JSON array."""
         if not isinstance(data, list):
             raise ValidationError("stored usage must be a JSON array of entries")
-        return cls(entries=[UsageEntry.from_json(item) for item in data])
+        # Each entry checked itself when it was built.
+        return cls.of_checked([UsageEntry.from_json(item) for item in data])
+
+    @classmethod
+    def of_checked(cls, entries: list[UsageEntry]) -> UsageSummary:
+        """A summary of entries that were validated and not changed since (merged by key),
+        without checking each one again: for the store's hot path."""
+        summary = cls.__new__(cls)
+        summary.entries = _merge_entries(entries)
+        return summary
 
 
 def _merge_entries(entries: Iterable[UsageEntry]) -> list[UsageEntry]:

@@ -16,13 +16,18 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import PoolProxiedConnection
 
 from compozy.errors import CompozyError, StoreBusy, StoreUnavailable
 from compozy.store.drivers.base import WRITE_OPTION, Driver
+from compozy.store.prepared import Prepared, PreparedRow
 
 T = TypeVar("T")
+AnyConnection = Connection | PoolProxiedConnection
+"""A SQLAlchemy connection, or a pooled driver connection (``Database.select``)."""
 
 RETRY_ATTEMPTS = 6
 """How often ``run_in_transaction`` runs a transaction that keeps losing transient conflicts."""
@@ -41,6 +46,9 @@ class Database:
         )
         self.closed = False
         self._statements: dict[str, Any] = {}
+        self._prepared: dict[tuple[int, tuple[str, ...]], tuple[sa.ClauseElement, Prepared]] = {}
+        self.recorders: list[Callable[[str], None]] = []
+        """Called with each statement's SQL that runs through ``fetch``/``run`` (query logs)."""
 
     def statement(self, name: str, build: Callable[[Driver], Any]) -> Any:
         """A statement built once per database: building one costs more than running it."""
@@ -48,6 +56,95 @@ class Database:
         if found is None:
             found = self._statements[name] = build(self.driver)
         return found
+
+    def select(
+        self, stmt: sa.ClauseElement, params: dict[str, Any], bound: Connection | None = None
+    ) -> list[PreparedRow]:
+        """The rows of a read that is one fixed statement: in the transaction the call joins,
+        else on a pooled driver connection in autocommit mode (one statement sees one
+        snapshot), without a SQLAlchemy connection or a transaction's round trips."""
+        return self.select_together([(stmt, params)], bound, single=True)[0]
+
+    def select_together(
+        self,
+        reads: list[tuple[sa.ClauseElement, dict[str, Any]]],
+        bound: Connection | None = None,
+        *,
+        single: bool = False,
+    ) -> list[list[PreparedRow]]:
+        """The rows of each of several fixed statements, read in one transaction (one snapshot):
+        the one the call joins, else one begun by hand on a pooled driver connection, which
+        PostgreSQL runs in pipeline mode (``Driver.read_transaction``). ``single``: one
+        statement, which needs no transaction."""
+        current = bound if bound is not None else self._current.get()
+        if current is not None:
+            with self.translate():
+                return [self.fetch(current, stmt, params) for stmt, params in reads]
+        if self.closed:
+            raise StoreUnavailable(f"the store for {self.driver.describe()} is closed")
+        with self.driver.guard(write=False), self.translate():
+            pooled = self.engine.raw_connection()
+            try:
+                with self.driver.autocommit(pooled):
+                    if single:
+                        return [self.fetch(pooled, stmt, params) for stmt, params in reads]
+                    with self.driver.read_transaction(pooled):
+                        ran = [self._run(pooled, stmt, params) for stmt, params in reads]
+                        return [_rows(prepared, cursor) for prepared, cursor in ran]
+            finally:
+                pooled.close()
+
+    def fetch(
+        self,
+        conn: Connection | PoolProxiedConnection,
+        stmt: sa.ClauseElement,
+        params: dict[str, Any],
+    ) -> list[PreparedRow]:
+        """The rows of a fixed statement (a module constant or a ``statement``), run on the
+        driver connection under ``conn`` (see ``compozy.store.prepared``)."""
+        return _rows(*self._run(conn, stmt, params))
+
+    def run(
+        self,
+        conn: Connection | PoolProxiedConnection,
+        stmt: sa.ClauseElement,
+        params: dict[str, Any],
+    ) -> int:
+        """Run a fixed statement that returns no rows; the number of rows it changed."""
+        _prepared, cursor = self._run(conn, stmt, params)
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+    def _run(
+        self,
+        conn: Connection | PoolProxiedConnection,
+        stmt: sa.ClauseElement,
+        params: dict[str, Any],
+    ) -> tuple[Prepared, Any]:
+        # An INSERT's columns are the parameters given, as when SQLAlchemy runs it.
+        key = (id(stmt), tuple(params))
+        found = self._prepared.get(key)
+        if found is None:
+            # The statement is kept with its compiled form, so its id is never reused.
+            prepared = Prepared(stmt, self.engine.dialect, list(params))
+            found = self._prepared[key] = (stmt, prepared)
+        prepared = found[1]
+        pooled = conn.connection if isinstance(conn, Connection) else conn
+        driver_connection = pooled.driver_connection
+        for record in self.recorders:
+            record(prepared.sql)
+        cursor = driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(prepared.sql, prepared.parameters(params))
+        except self.driver.driver_error as error:
+            cursor.close()
+            dialect = self.engine.dialect
+            if dialect.is_disconnect(error, driver_connection, cursor):  # type: ignore[arg-type]
+                pooled.invalidate(error)  # as SQLAlchemy does: the connection is not pooled again
+            raise
+        return prepared, cursor
 
     @contextmanager
     def translate(self) -> Iterator[None]:
@@ -65,12 +162,18 @@ class Database:
 
     @contextmanager
     def unit(
-        self, *, write: bool, bound: Connection | None = None, need_transaction: str = ""
+        self,
+        *,
+        write: bool,
+        bound: Connection | None = None,
+        need_transaction: str = "",
+        single: bool = False,
     ) -> Iterator[Connection]:
         """A connection for one repository call.
 
         ``bound`` pins the call to a given transaction's connection; ``need_transaction`` names
-        a method that may only run inside ``Store.transaction()``.
+        a method that may only run inside ``Store.transaction()``; ``single``: a read that is
+        one statement, which needs no transaction of its own (it sees one snapshot anyway).
         """
         current = bound if bound is not None else self._current.get()
         if current is None:
@@ -79,7 +182,7 @@ class Database:
                     f"{need_transaction} locks a row until the transaction ends, so it only runs "
                     "inside `with store.transaction():`"
                 )
-            with self.connect(write=write) as conn, self._joined(conn):
+            with self.connect(write=write, single=single and not write) as conn, self._joined(conn):
                 yield conn
             return
         with self.translate():
@@ -90,11 +193,18 @@ class Database:
                 yield current
 
     @contextmanager
-    def connect(self, *, write: bool) -> Iterator[Connection]:
-        """A new connection in a new transaction: committed on exit, rolled back on error."""
+    def connect(self, *, write: bool, single: bool = False) -> Iterator[Connection]:
+        """A new connection in a new transaction: committed on exit, rolled back on error.
+
+        ``single`` (a read of one statement): no transaction, so no BEGIN and COMMIT round
+        trips; the statement runs in the driver's autocommit mode."""
         if self.closed:
             raise StoreUnavailable(f"the store for {self.driver.describe()} is closed")
         with self.driver.guard(write=write), self.translate(), self.engine.connect() as conn:
+            if single:
+                with self.driver.autocommit(conn.connection):
+                    yield conn
+                return
             conn.execution_options(**{WRITE_OPTION: write})
             with conn.begin():
                 yield conn
@@ -148,3 +258,10 @@ class Database:
         """Close every pooled connection; later calls raise ``StoreUnavailable``."""
         self.closed = True
         self.engine.dispose()
+
+
+def _rows(prepared: Prepared, cursor: Any) -> list[PreparedRow]:
+    try:
+        return [prepared.row(row) for row in cursor.fetchall()]
+    finally:
+        cursor.close()

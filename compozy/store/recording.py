@@ -25,7 +25,7 @@ def record_statements(store: Store) -> Iterator[list[str]]:
         statements.append(statement)
 
     engine = store._db.engine
-    recorders = getattr(store._db, "recorders", [])  # statements run on the driver connection
+    recorders = store._db.recorders  # statements the store runs on the driver connection
     event.listen(engine, "before_cursor_execute", record)
     recorders.append(statements.append)
     try:

@@ -73,12 +73,21 @@ def json_text(value: Any) -> str:
 
 
 def _has_wide_integral_float(value: Any) -> bool:
+    # On every JSON write: the common leaves (str, int, None, bool) are skipped without a call.
     if isinstance(value, float):
         return value.is_integer() and "e" in repr(value)
     if isinstance(value, dict):
-        return any(_has_wide_integral_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_wide_integral_float(v) for v in value)
+        items: Any = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        return False
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is int or item is None or kind is bool:
+            continue
+        if _has_wide_integral_float(item):
+            return True
     return False
 
 

@@ -43,6 +43,8 @@ class PostgresServer:
     source: str
     startup_seconds: float
     stop_callback: Callable[[], None] | None = field(default=None, repr=False)
+    restart_callback: Callable[[], None] | None = field(default=None, repr=False)
+    """Stops the server (closing every session) and starts it again: local clusters only."""
 
     def url(self, database: str) -> str:
         """The URL of another database on this server."""
@@ -86,6 +88,12 @@ class PostgresServer:
         self.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+    def restart(self) -> None:
+        """Restart the server (a local cluster that these tests started): every session ends."""
+        if self.restart_callback is None:
+            raise PostgresUnavailable([f"{self.source}: only a local cluster can be restarted"])
+        self.restart_callback()
 
     def stop(self) -> None:
         """Stop the server if these tests started it."""
@@ -289,20 +297,26 @@ def start_local_cluster(base: Path | None = None) -> PostgresServer:
         f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
     )
-    run(
-        str(bindir / "pg_ctl"),
-        "-D",
-        str(data),
-        "-l",
-        str(log),
-        "-w",
-        "-s",
-        "-t",
-        str(_STARTUP_TIMEOUT),
-        "-o",
-        options,
-        "start",
-    )
+
+    def pg_ctl(action: str) -> None:
+        run(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-s",
+            "-t",
+            str(_STARTUP_TIMEOUT),
+            "-m",
+            "fast",
+            "-o",
+            options,
+            action,
+        )
+
+    pg_ctl("start")
 
     def stop() -> None:
         _stop(data)
@@ -310,7 +324,11 @@ def start_local_cluster(base: Path | None = None) -> PostgresServer:
 
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     return PostgresServer(
-        url, f"local cluster ({bindir}, port {port})", time.perf_counter() - started, stop
+        url,
+        f"local cluster ({bindir}, port {port})",
+        time.perf_counter() - started,
+        stop,
+        lambda: pg_ctl("restart"),
     )
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from compozy.config import DatabaseConfig
 from compozy.errors import (
@@ -100,6 +101,21 @@ class Driver(ABC):
     @abstractmethod
     def guard(self, *, write: bool) -> AbstractContextManager[None]:
         """Held around a whole top-level transaction (in-process serialisation, if any)."""
+
+    def autocommit(self, conn: PoolProxiedConnection) -> AbstractContextManager[None]:
+        """Run ``conn``'s statements each in its own transaction while the block runs, with no
+        BEGIN or COMMIT sent (for a read that is one statement)."""
+        return nullcontext()  # SQLite's connections are in autocommit mode already
+
+    @contextmanager
+    def read_transaction(self, conn: PoolProxiedConnection) -> Iterator[None]:
+        """A read transaction on ``conn`` (in autocommit mode), begun and committed by hand."""
+        raw: Any = conn.driver_connection
+        raw.execute("BEGIN")
+        try:
+            yield
+        finally:
+            raw.execute("COMMIT")
 
     @abstractmethod
     def migration(self, conn: Connection) -> AbstractContextManager[None]:

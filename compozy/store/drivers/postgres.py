@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from compozy.config import DatabaseConfig
 from compozy.errors import CompozyError, ConfigError, StoreBusy, StoreUnavailable
@@ -69,7 +71,6 @@ class PostgresDriver(Driver):
             self.url,
             pool_size=cfg.pool_size,
             max_overflow=cfg.max_overflow,
-            pool_pre_ping=True,
             pool_timeout=max(cfg.connect_timeout, 1.0),
             json_serializer=json_text,
             connect_args={
@@ -79,11 +80,36 @@ class PostgresDriver(Driver):
             },
         )
         event.listen(engine, "connect", _on_connect)
+        event.listen(engine, "checkout", _on_checkout)
         return engine
 
     @contextmanager
     def guard(self, *, write: bool) -> Iterator[None]:
         yield  # the server serialises; nothing to do in-process
+
+    @contextmanager
+    def autocommit(self, conn: PoolProxiedConnection) -> Iterator[None]:
+        raw = conn.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        raw.autocommit = True  # client-side only: no round trip
+        try:
+            yield
+        finally:
+            if not raw.closed:
+                raw.autocommit = False
+
+    @contextmanager
+    def read_transaction(self, conn: PoolProxiedConnection) -> Iterator[None]:
+        # Pipeline mode: BEGIN and the statements go out together when the first result is
+        # fetched, COMMIT when the block ends: two round trips instead of four or more.
+        raw = conn.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        with raw.pipeline():
+            raw.execute("BEGIN")
+            try:
+                yield
+            finally:
+                raw.execute("COMMIT")
 
     @contextmanager
     def migration(self, conn: Connection) -> Iterator[None]:
@@ -142,6 +168,32 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     with dbapi_connection.cursor() as cursor:
         cursor.execute("SET TIME ZONE 'UTC'")
     dbapi_connection.commit()
+
+
+def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    # What a pre-ping protects against (a server restarted, a backend terminated, an idle
+    # session timed out) closes the connection from the server's side, and the closing
+    # leaves data on the idle connection's socket: look for it, without a round trip. The
+    # pool replaces a connection this refuses and tries again.
+    if _is_dead(dbapi_connection):
+        raise sa_exc.DisconnectionError("the server closed the connection")
+
+
+def _is_dead(connection: psycopg.Connection[Any]) -> bool:
+    if connection.closed or connection.broken:
+        return True
+    ready, _, _ = select.select([connection.fileno()], [], [], 0)
+    if not ready:
+        return False
+    # An idle connection with something to read: the server's goodbye, or (rarely) a notice
+    # or a changed parameter. Only then is a round trip spent, to tell which.
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        connection.rollback()
+    except psycopg.Error:
+        return True
+    return False
 
 
 def build_url(config: DatabaseConfig) -> sa.URL:

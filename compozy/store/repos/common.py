@@ -9,12 +9,13 @@ from enum import Enum
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from compozy.core.values import check_id, utc_now
 from compozy.errors import NotFoundError
 from compozy.store.database import Database
 from compozy.store.drivers.base import Driver, iter_batches
+from compozy.store.prepared import PreparedRow
 from compozy.store.tables import task_states
 from compozy.store.types import UTCDateTime
 from compozy.task import ExecutionState, TaskState
@@ -32,8 +33,13 @@ class Repository:
         self._db = db
         self._bound = bound
 
-    def _read(self) -> Any:
-        return self._db.unit(write=False, bound=self._bound)
+    def _read(self, *, single: bool = False) -> Any:
+        """A unit for a read; ``single``: it is one statement, so it needs no transaction."""
+        return self._db.unit(write=False, bound=self._bound, single=single)
+
+    def _select(self, stmt: sa.ClauseElement, params: dict[str, Any]) -> list[PreparedRow]:
+        """The rows of a read that is one fixed statement (``Database.select``)."""
+        return self._db.select(stmt, params, self._bound)
 
     def _write(self, need_transaction: str = "") -> Any:
         return self._db.unit(write=True, bound=self._bound, need_transaction=need_transaction)
@@ -99,7 +105,7 @@ def upsert_values(state: ExecutionState, table: sa.Table) -> dict[str, Any]:
     return values
 
 
-def from_row(entity: type[E], table: sa.Table, row: Row[Any], **extra: Any) -> E:
+def from_row(entity: type[E], table: sa.Table, row: Any, **extra: Any) -> E:
     """Build ``entity`` from a row of ``table`` (plus ``extra`` fields that are not columns)."""
     m = row._mapping
     fields = {name: m[name] for name in mapped_columns(entity, table)}
@@ -108,7 +114,7 @@ def from_row(entity: type[E], table: sa.Table, row: Row[Any], **extra: Any) -> E
     return entity(**fields, **extra)
 
 
-def task_from_row(row: Row[Any]) -> TaskState:
+def task_from_row(row: Any) -> TaskState:
     """Build a ``TaskState`` from a ``task_states`` row."""
     return from_row(TaskState, task_states, row)
 
@@ -118,9 +124,14 @@ def latest_by_task_id(tasks: Iterable[TaskState]) -> dict[str, TaskState]:
     return {task.task_id: task for task in tasks}
 
 
-_TASKS_OF_EXECUTIONS = (
+TASKS_OF_EXECUTIONS = (
     sa.select(task_states)
     .where(task_states.c.workflow_exec_id.in_(sa.bindparam("exec_ids", expanding=True)))
+    .order_by(*TASK_ORDER)
+)
+TASKS_OF_EXECUTION = (
+    sa.select(task_states)
+    .where(task_states.c.workflow_exec_id == sa.bindparam("exec_id"))
     .order_by(*TASK_ORDER)
 )
 
@@ -129,9 +140,12 @@ def tasks_of_executions(
     db: Database, conn: Connection, exec_ids: Sequence[str]
 ) -> dict[str, list[TaskState]]:
     """workflow_exec_id -> its task states in task order, fetched in batches."""
+    if len(exec_ids) == 1:  # the common case, as a fixed statement
+        rows = db.fetch(conn, TASKS_OF_EXECUTION, {"exec_id": exec_ids[0]})
+        return {exec_ids[0]: [task_from_row(row) for row in rows]}
     found: dict[str, list[TaskState]] = {exec_id: [] for exec_id in exec_ids}
     for batch in iter_batches(list(found), db.driver.max_bind_params):
-        for row in conn.execute(_TASKS_OF_EXECUTIONS, {"exec_ids": batch}):
+        for row in conn.execute(TASKS_OF_EXECUTIONS, {"exec_ids": batch}):
             found[row.workflow_exec_id].append(task_from_row(row))
     return found
 
@@ -154,13 +168,15 @@ def merge_usage_into(
     read, write = repo._db.statement(
         f"merge_usage_{table.name}", lambda d: _merge_usage_statements(d, table, key_column)
     )
+    db = repo._db
     with repo._write() as conn:
-        row = conn.execute(read, {"key": key}).first()
-        if row is None:
+        rows = db.fetch(conn, read, {"key": key})
+        if not rows:
             raise not_found(key)
-        stored = usage_from(row.usage)
-        merged = summary.merge(None) if stored is None else stored.merge(summary)
-        conn.execute(write, {"key": key, "merged": usage_value(merged), "now": utc_now()})
+        stored = usage_from(rows[0].usage)
+        # ``summary`` was validated above and ``stored`` was just built: nothing to re-check.
+        merged = UsageSummary.of_checked([*(stored.entries if stored else ()), *summary.entries])
+        db.run(conn, write, {"key": key, "merged": usage_value(merged), "now": utc_now()})
     return merged
 
 

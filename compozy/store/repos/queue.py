@@ -53,7 +53,7 @@ def _claimable(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
-def _lost(claim: Claim, row: Row[Any] | None) -> str | None:
+def _lost(claim: Claim, row: Any) -> str | None:
     """Why ``claim`` no longer holds the execution in ``row``, or None if it does."""
     exec_id = claim.workflow_exec_id
     if row is None:
@@ -204,13 +204,15 @@ class SqlExecutionQueue(Repository):
             locked = self._db.statement("queue_row_for_update", lambda d: d.for_update(_ROW))
         else:
             locked = self._db.statement("queue_row_for_share", lambda d: d.for_share(_ROW))
-        row = conn.execute(locked, {"exec_id": claim.workflow_exec_id}).first()
-        reason = _lost(claim, row)
+        rows = self._db.fetch(conn, locked, {"exec_id": claim.workflow_exec_id})
+        reason = _lost(claim, rows[0] if rows else None)
         if reason is not None:
             raise ClaimLost(reason)
 
     def fence(self, claim: Claim, *, exclusive: bool = False) -> None:
-        with self._write(need_transaction="fence") as conn:
+        # A read (no savepoint): it writes nothing that a refusal would have to undo.
+        unit = self._db.unit(write=False, bound=self._bound, need_transaction="fence")
+        with unit as conn:
             self._fence(conn, claim, exclusive=exclusive)
 
     def release(self, claim: Claim) -> None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
 
 from compozy.core import Status
 from compozy.core.values import check_enum, check_id, check_tree_depth
 from compozy.errors import ConstraintViolation, TaskNotFound
 from compozy.store.drivers.base import Driver, ForeignKeyViolation, iter_batches
+from compozy.store.prepared import PreparedRow
 from compozy.store.repos.common import (
     TASK_ORDER,
     Repository,
@@ -62,7 +61,7 @@ class SqlTaskRepository(Repository):
 
     def _list(self, *conditions: sa.ColumnElement[bool]) -> list[TaskState]:
         stmt = sa.select(task_states).where(*conditions).order_by(*TASK_ORDER)
-        with self._read() as conn:
+        with self._read(single=True) as conn:
             return [task_from_row(row) for row in conn.execute(stmt)]
 
     def list_states(self, filter: TaskFilter | None = None) -> list[TaskState]:
@@ -85,7 +84,7 @@ class SqlTaskRepository(Repository):
         stmt = self._db.statement("task_upsert", _upsert_statement)
         try:
             with self._write() as conn:
-                return task_from_row(conn.execute(stmt, values).one())
+                return task_from_row(self._db.fetch(conn, stmt, values)[0])
         except ForeignKeyViolation:
             raise self._missing_reference(state) from None
 
@@ -107,28 +106,29 @@ class SqlTaskRepository(Repository):
             "which does not exist: store the parent first"
         )
 
-    def _row_by_id(
-        self, unit: AbstractContextManager[Connection], stmt: sa.Select[Any], task_exec_id: str
-    ) -> Row[Any]:
-        """The row that ``stmt`` selects for ``task_exec_id``, read in ``unit``; ``TaskNotFound``
-        when there is none."""
+    def _row_by_id(self, stmt: sa.Select[Any], task_exec_id: str, *, lock: str = "") -> PreparedRow:
+        """The row that ``stmt`` selects for ``task_exec_id``; ``TaskNotFound`` when there is
+        none. ``lock`` names a method whose ``stmt`` locks the row (in a transaction only)."""
         task_exec_id = check_id(task_exec_id, "task_exec_id")
-        with unit as conn:
-            row = conn.execute(stmt, {"task_exec_id": task_exec_id}).first()
-        if row is None:
+        params = {"task_exec_id": task_exec_id}
+        if lock:
+            with self._write(need_transaction=lock) as conn:
+                rows = self._db.fetch(conn, stmt, params)
+        else:
+            rows = self._select(stmt, params)
+        if not rows:
             raise _not_found(task_exec_id)
-        return row
+        return rows[0]
 
     def get_state(self, task_exec_id: str) -> TaskState:
-        return task_from_row(self._row_by_id(self._read(), _BY_ID, task_exec_id))
+        return task_from_row(self._row_by_id(_BY_ID, task_exec_id))
 
     def get_state_for_update(self, task_exec_id: str) -> TaskState:
         stmt = self._db.statement("task_for_update", lambda d: d.for_update(_BY_ID))
-        unit = self._write(need_transaction="get_state_for_update")
-        return task_from_row(self._row_by_id(unit, stmt, task_exec_id))
+        return task_from_row(self._row_by_id(stmt, task_exec_id, lock="get_state_for_update"))
 
     def get_usage_summary(self, task_exec_id: str) -> UsageSummary | None:
-        return usage_from(self._row_by_id(self._read(), _USAGE_BY_ID, task_exec_id).usage)
+        return usage_from(self._row_by_id(_USAGE_BY_ID, task_exec_id).usage)
 
     def list_tasks_in_workflow(self, workflow_exec_id: str) -> dict[str, TaskState]:
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
@@ -151,10 +151,8 @@ class SqlTaskRepository(Repository):
 
     def list_children(self, parent_state_id: str) -> list[TaskState]:
         parent_state_id = check_id(parent_state_id, "parent_state_id")
-        with self._read() as conn:
-            return [
-                task_from_row(row) for row in conn.execute(_CHILDREN, {"parent": parent_state_id})
-            ]
+        rows = self._select(_CHILDREN, {"parent": parent_state_id})
+        return [task_from_row(row) for row in rows]
 
     def list_children_outputs(self, parent_state_id: str) -> dict[str, dict[str, Any]]:
         parent_state_id = check_id(parent_state_id, "parent_state_id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from compozy.core.values import check_enum, check_id, utc_now
 from compozy.errors import WorkflowNotFound
 from compozy.store.drivers.base import Driver
 from compozy.store.repos.common import (
+    TASKS_OF_EXECUTION,
     Repository,
     from_row,
     latest_by_task_id,
@@ -70,26 +72,26 @@ def _not_found(exec_id: str) -> WorkflowNotFound:
     return WorkflowNotFound(f"workflow execution {exec_id} not found")
 
 
-def _from_row(row: Row[Any], tasks: list[TaskState]) -> WorkflowState:
+def _from_row(row: Any, tasks: list[TaskState]) -> WorkflowState:
     return from_row(WorkflowState, workflow_states, row, tasks=latest_by_task_id(tasks))
 
 
 class SqlWorkflowRepository(Repository):
     """Workflow executions with their tasks."""
 
-    def _load(self, conn: Connection, rows: list[Row[Any]]) -> list[WorkflowState]:
+    def _load(self, conn: Connection, rows: Sequence[Any]) -> list[WorkflowState]:
         tasks = tasks_of_executions(self._db, conn, [r.workflow_exec_id for r in rows])
         return [_from_row(r, tasks[r.workflow_exec_id]) for r in rows]
 
     def _load_by_id(
-        self, conn: Connection, stmt: sa.Executable, workflow_exec_id: str, **params: Any
+        self, conn: Connection, stmt: sa.ClauseElement, workflow_exec_id: str, **params: Any
     ) -> WorkflowState:
         """The execution that ``stmt`` returns for ``workflow_exec_id`` (bound as ``exec_id``,
         next to ``params``), with its tasks; ``WorkflowNotFound`` when it returns none."""
-        row = conn.execute(stmt, {"exec_id": workflow_exec_id, **params}).first()
-        if row is None:
+        rows = self._db.fetch(conn, stmt, {"exec_id": workflow_exec_id, **params})
+        if not rows:
             raise _not_found(workflow_exec_id)
-        return self._load(conn, [row])[0]
+        return self._load(conn, rows)[0]
 
     def _one(self, stmt: sa.Select[Any], missing: str) -> WorkflowState:
         with self._read() as conn:
@@ -121,8 +123,7 @@ class SqlWorkflowRepository(Repository):
         values = upsert_values(state, workflow_states)
         stmt = self._db.statement("workflow_upsert", _upsert_statement)
         with self._write() as conn:
-            row = conn.execute(stmt, values).one()
-            return self._load(conn, [row])[0]
+            return self._load(conn, self._db.fetch(conn, stmt, values))[0]
 
     def update_status(self, workflow_exec_id: str, status: Status) -> WorkflowState:
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
@@ -133,8 +134,13 @@ class SqlWorkflowRepository(Repository):
 
     def get_state(self, workflow_exec_id: str) -> WorkflowState:
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
-        with self._read() as conn:
-            return self._load_by_id(conn, _BY_ID, workflow_exec_id)
+        params = {"exec_id": workflow_exec_id}
+        rows, tasks = self._db.select_together(
+            [(_BY_ID, params), (TASKS_OF_EXECUTION, params)], self._bound
+        )
+        if not rows:
+            raise _not_found(workflow_exec_id)
+        return _from_row(rows[0], [task_from_row(row) for row in tasks])
 
     def get_state_by_id(self, workflow_id: str) -> WorkflowState:
         workflow_id = check_id(workflow_id, "workflow_id")
