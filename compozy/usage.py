@@ -140,7 +140,7 @@ class UsageEntry:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as fixed-width ISO 8601 UTC strings)."""
-        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data: dict[str, Any] = {name: getattr(self, name) for name in _ENTRY_FIELDS}
         data["agent_ids"] = list(self.agent_ids)
         data["captured_at"] = _format_time(self.captured_at, "captured_at")
         data["updated_at"] = _format_time(self.updated_at, "updated_at")
@@ -151,7 +151,7 @@ class UsageEntry:
         """Build an entry from ``to_json`` output; unknown keys are refused."""
         if not isinstance(data, dict):
             raise ValidationError("a usage entry must be a JSON object")
-        known = {f.name for f in fields(cls)}
+        known = _KNOWN_KEYS
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValidationError(
@@ -164,6 +164,10 @@ class UsageEntry:
         for name in ("captured_at", "updated_at"):
             values[name] = _parse_time(values.get(name), name)
         return cls(**values)
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(UsageEntry))  # in declaration order
+_KNOWN_KEYS = frozenset(_ENTRY_FIELDS)
 
 
 @dataclass(kw_only=True)
