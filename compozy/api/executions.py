@@ -59,11 +59,12 @@ def execution_summary(workflows: WorkflowRepository, exec_id: str) -> WorkflowSu
     return page.items[0]
 
 
-async def wait_until_finished(ctx: ApiContext, exec_id: str, seconds: float) -> WorkflowSummary:
-    """The execution once it is terminal, or as it is after ``seconds``; 404 if unknown.
+async def wait_until_finished(ctx: ApiContext, exec_id: str, seconds: float) -> None:
+    """Return once the execution is terminal, or after ``seconds``; 404 if unknown.
 
     Holds no thread while waiting: the engine's signal (its run ended here, or another process
-    said so) sets an asyncio event; reads run in the thread pool."""
+    said so) sets an asyncio event; reads (of the status only, a tenth of what the detail
+    costs) run in the thread pool."""
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
     engine: object = ctx.engine
@@ -78,12 +79,11 @@ async def wait_until_finished(ctx: ApiContext, exec_id: str, seconds: float) -> 
     deadline = loop.time() + seconds
     try:
         while True:
-            summary = await run_in_threadpool(execution_summary, ctx.store.workflows, exec_id)
-            left = deadline - loop.time()
-            if summary.status.is_terminal or left <= 0:
-                return summary
+            state = await run_in_threadpool(ctx.store.workflows.get_state, exec_id)
+            if state.status.is_terminal or deadline - loop.time() <= 0:
+                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(reread, left))
+                await asyncio.wait_for(changed.wait(), min(reread, deadline - loop.time()))
             changed.clear()
     finally:
         if unsubscribe is not None:
@@ -156,13 +156,14 @@ def executions_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
         With `wait`, the answer comes when the execution is terminal (or the wait is over):
         poll with `?wait=30` instead of many times a second."""
 
-        def read(summary: WorkflowSummary | None) -> WorkflowExecutionDetail:
-            summary = summary or execution_summary(ctx.store.workflows, exec_id)
+        def read() -> WorkflowExecutionDetail:
+            summary = execution_summary(ctx.store.workflows, exec_id)
             tasks = ctx.store.tasks.list_states(TaskFilter(workflow_exec_id=exec_id))
             return workflow_detail_out(summary, tasks)
 
-        summary = await wait_until_finished(ctx, exec_id, wait) if wait > 0 else None
-        return await run_in_threadpool(read, summary)
+        if wait > 0:
+            await wait_until_finished(ctx, exec_id, wait)
+        return await run_in_threadpool(read)
 
     @router.post(
         "/executions/workflows/{exec_id}/cancel",

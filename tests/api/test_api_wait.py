@@ -8,36 +8,33 @@ test_wakeups.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-import compozy.engine as engine_module
 from compozy.core import Status
+from compozy.engine import Engine, parse_definition
 from compozy.store import Store
 from compozy.workflow import WorkflowState
 
-HELLO = """\
-id: hello
-tasks:
-  - {id: greet, tool: format, with: {template: "Hello!"}}
-  - {id: nap, tool: sleep, with: {seconds: 0.3}}
-"""
+HELLO = {
+    "id": "hello",
+    "tasks": [
+        {"id": "greet", "tool": "format", "with": {"template": "Hello!"}},
+        {"id": "nap", "tool": "sleep", "with": {"seconds": 0.3}},
+    ],
+}
 DETAIL = "/api/v0/executions/workflows/{}"
 
 
 @pytest.fixture
-def engine(compozy_store: Store, tmp_path: Path) -> Iterator[Any]:
-    path = tmp_path / "hello.yaml"
-    path.write_text(HELLO, encoding="utf-8")
+def engine(compozy_store: Store) -> Iterator[Engine]:
     # A poll far longer than the test: only the engine's signal can end a wait early.
-    real = engine_module.Engine(
-        compozy_store, engine_module.load_definitions([path]), poll_interval=30, lease=60
-    )
-    yield real
-    real.close(wait=True)
+    with Engine(
+        compozy_store, {"hello": parse_definition(HELLO)}, poll_interval=30, lease=60
+    ) as real:
+        yield real
 
 
 @pytest.fixture

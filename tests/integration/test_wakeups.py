@@ -10,43 +10,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from cli_support import SHARED_BACKENDS
-from test_workers import Proc, Processes, _project, _store_pending, _until
+from test_workers import Proc, Processes, _store_pending, _until, setup
 
 from compozy.core import Status
 from compozy.engine import Engine
 from compozy.engine.wakeups import QUEUE_CHANNEL, announce
-from compozy.store import Store, open_store
-from compozy_testkit.databases import TestDatabase
+from compozy.store import Store
 
 pytestmark = SHARED_BACKENDS
+__all__ = ["setup"]  # test_workers's fixture: the processes of a test and a Store of its own
 
 SLOW_POLL = 60.0
 DEADLINE = 20.0  # well under SLOW_POLL
-
-
-@pytest.fixture
-def setup(
-    tmp_path: Path, compozy_empty_database: TestDatabase
-) -> Iterator[tuple[Processes, Store]]:
-    project, key = _project(tmp_path / "p", compozy_empty_database)
-    (project / "other").mkdir()
-    (project / "other" / "other.yaml").write_text(
-        "id: other\ntasks:\n  - {id: one, tool: echo, with: {n: 1}}\n"
-    )
-    processes = Processes(project, compozy_empty_database, key)
-    assert compozy_empty_database.config is not None
-    store = open_store(compozy_empty_database.config)
-    try:
-        yield processes, store
-    finally:
-        processes.close()
-        store.close()
 
 
 def _config(
@@ -140,6 +119,10 @@ def test_the_api_long_poll_answers_when_another_process_finishes_the_execution(
     processes, store = setup
     project = processes.project
     # The API server's engine runs only `other`; `brief` runs in a worker process.
+    (project / "other").mkdir()
+    (project / "other" / "other.yaml").write_text(
+        "id: other\ntasks:\n  - {id: one, tool: echo, with: {n: 1}}\n"
+    )
     config = _config(project, "api", workflows="other")
     api = processes.spawn("api", "start", "--port", str(port := _port()), "--config", config)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=DEADLINE + 10)
