@@ -268,13 +268,6 @@ def test_a_page_of_executions_reads_its_index_in_order_and_sorts_nothing(
     a page costs what page 1 costs, whatever the table holds, only if one index gives both the
     filter and the order (created_at, workflow_exec_id)."""
     store = compozy_dataset
-    if (store.driver, filter_name, deep) == ("postgres", "status", True):
-        pytest.xfail(
-            "PostgreSQL's generic plan (a statement psycopg prepared after 5 runs) guesses a "
-            "third of the rows have any given status and walks ix_workflow_states_created_at "
-            "filtering status, which reads most of the table for a rare status: the status "
-            "should be rendered as a literal (bindparam(literal_execute=True))"
-        )
     status, workflow_id, index = LISTS[filter_name]
     wanted = WorkflowFilter(status=status, workflow_id=workflow_id)
     cursor = None

@@ -126,6 +126,11 @@ class Driver(ABC):
         """An INSERT that supports ``on_conflict_do_update``/``excluded`` on this driver."""
         raise NotImplementedError
 
+    @abstractmethod
+    def in_list(self, column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
+        """``column`` is one of the values of the list bound as ``name``: one parameter however
+        long the list (no batches, a statement text of its own for every length)."""
+
     def for_update(self, stmt: sa.Select[Any], *, skip_locked: bool = False) -> sa.Select[Any]:
         """Lock the selected rows against other writers until the transaction ends; with
         ``skip_locked``, rows another transaction holds are left out instead of waited for."""

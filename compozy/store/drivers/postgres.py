@@ -122,6 +122,11 @@ class PostgresDriver(Driver):
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)
 
+    def in_list(self, column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
+        # = ANY(one array parameter), typed like the column so its index applies.
+        values = sa.bindparam(name, type_=postgresql.ARRAY(column.type))
+        return column == sa.func.any(values)
+
     def for_update(self, stmt: sa.Select[Any], *, skip_locked: bool = False) -> sa.Select[Any]:
         # FOR NO KEY UPDATE: it conflicts with other writers of the row but not with the
         # FOR KEY SHARE lock that a foreign-key check takes on it (a task insert on its

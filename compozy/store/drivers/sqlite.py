@@ -38,6 +38,7 @@ from compozy.store.drivers.base import (
     unique_constraint_names,
 )
 from compozy.store.tables import metadata
+from compozy.store.types import JSONValue
 
 MEMORY = MEMORY_PATH
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
@@ -196,6 +197,11 @@ class SQLiteDriver(Driver):
 
     def insert(self, table: sa.Table) -> Any:
         return sqlite_dialect.insert(table)
+
+    def in_list(self, column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
+        # The list travels as one JSON array, unpacked by SQLite's json_each.
+        values = sa.func.json_each(sa.bindparam(name, type_=JSONValue())).table_valued("value")
+        return column.in_(sa.select(values.c.value))
 
     def serialize(self, conn: Connection, key: int) -> None:
         pass  # write transactions begin IMMEDIATE: they are serialised already

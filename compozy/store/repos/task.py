@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from compozy.core import Status
 from compozy.core.values import check_enum, check_id, check_tree_depth
 from compozy.errors import ConstraintViolation, TaskNotFound
-from compozy.store.drivers.base import Driver, ForeignKeyViolation, iter_batches
+from compozy.store.drivers.base import Driver, ForeignKeyViolation
 from compozy.store.prepared import PreparedRow
 from compozy.store.repos.common import (
     TASK_ORDER,
@@ -46,6 +46,13 @@ def _not_found(task_exec_id: str) -> TaskNotFound:
     return TaskNotFound(f"task execution {task_exec_id} not found")
 
 
+def _by_ids_statement(driver: Driver) -> Any:
+    # Python orders str by code point, as SQLite's BINARY and PostgreSQL's "C" collation do.
+    return (
+        sa.select(task_states).where(driver.in_list(_T.task_exec_id, "ids")).order_by(*TASK_ORDER)
+    )
+
+
 def _upsert_statement(driver: Driver) -> Any:
     """INSERT .. ON CONFLICT DO UPDATE of every column but created_at; values come as params."""
     insert = driver.insert(task_states)
@@ -70,14 +77,10 @@ class SqlTaskRepository(Repository):
 
     def list_by_ids(self, ids: list[str]) -> list[TaskState]:
         wanted = list(dict.fromkeys(check_id(i, "task_exec_id") for i in ids))
-        found: list[TaskState] = []
-        with self._read() as conn:
-            for batch in iter_batches(wanted, self._db.driver.max_bind_params):
-                stmt = sa.select(task_states).where(_T.task_exec_id.in_(batch))
-                found.extend(task_from_row(row) for row in conn.execute(stmt))
-        # Batches come back separately; one sort gives the task order over all of them.
-        # Python orders str by code point, as SQLite's BINARY and PostgreSQL's "C" collation do.
-        return sorted(found, key=lambda t: (t.created_at, t.task_exec_id))
+        if not wanted:
+            return []
+        stmt = self._db.statement("tasks_by_ids", _by_ids_statement)
+        return [task_from_row(row) for row in self._select(stmt, {"ids": wanted})]
 
     def upsert_state(self, state: TaskState) -> TaskState:
         values = upsert_values(state, task_states)
