@@ -39,6 +39,7 @@ KEY_PATTERN = re.compile(r"cpzy_[A-Za-z0-9]+_[A-Za-z0-9]+")
 UNREACHABLE_POSTGRES = "postgresql://nobody@127.0.0.1:1/x"
 REVISIONS = migrations.revisions()
 HEAD = REVISIONS[-1]
+CLAIM_COLUMNS_REVISION = "0003"  # worker_id, lease_expires_at, claim_count
 POSTGRES_ONLY = pytest.mark.compozy_backends(
     "postgres", reason="what init writes for a PostgreSQL database"
 )
@@ -513,21 +514,24 @@ def test_a_down_that_drops_columns_holding_values_lists_them_and_needs_yes(
         store.workflows.upsert_state(WorkflowState(workflow_id="w", status=Status.PENDING))
         assert store.queue.claim("worker-1", limit=1, lease=60.0)
     flags = db_flags(compozy_empty_database)
+    # Down to the revision before the one that added the claim columns.
+    before_claims = REVISIONS[REVISIONS.index(CLAIM_COLUMNS_REVISION) - 1]
+    down = ("migrate", "down", "--to", before_claims, *flags)
 
-    line = assert_one_error_line(cli("migrate", "down", "--steps", "1", *flags))
+    line = assert_one_error_line(cli(*down))
     assert "pass --yes" in line
     assert current_revision(compozy_empty_database) == HEAD
 
-    done = cli("migrate", "down", "--steps", "1", "--yes", *flags)
+    done = cli(*down, "--yes")
     assert done.code == 0, done.err
     assert done.out.splitlines()[:4] == [
-        f"migrate down from {HEAD} (head) to {REVISIONS[-2]} drops these columns and every "
+        f"migrate down from {HEAD} (head) to {before_claims} drops these columns and every "
         "value in them:",
         "  workflow_states.claim_count       1 value",
         "  workflow_states.lease_expires_at  1 value",
         "  workflow_states.worker_id         1 value",
     ]
-    assert current_revision(compozy_empty_database) == REVISIONS[-2]
+    assert current_revision(compozy_empty_database) == before_claims
 
 
 @pytest.mark.parametrize(("answer", "code", "revision"), [("n", 1, HEAD), ("y", 0, None)])
