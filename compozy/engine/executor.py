@@ -269,14 +269,21 @@ class _Writes:
     def _write(self, changes: list[_Change], tx: TransactionScope) -> list[TaskState]:
         # A usage merge updates the workflow row too: lock it first (the lock order).
         tx.queue.fence(self._claim, exclusive=any(change.usages for change in changes))
-        stored = []
+        # One batch of upserts; the stored rows are read back only for whoever hears of them.
+        notifying = not self._coalesce()
+        rows = tx.tasks.upsert_states([change.state for change in changes], returning=notifying)
+        by_id = {row.task_exec_id: row for row in rows}
+        heard = []
         for change in changes:
-            row = tx.tasks.upsert_state(change.state)
+            state = change.state
             for usage in change.usages:
                 tx.workflows.merge_usage(self._claim.workflow_exec_id, usage)
-                row.usage = tx.tasks.merge_usage(row.task_exec_id, usage)
-            stored.append(row)
-        return stored
+                state.usage = tx.tasks.merge_usage(state.task_exec_id, usage)
+            if notifying:
+                # What on_task hears: every change in order, as this batch wrote it.
+                row = by_id[state.task_exec_id]
+                heard.append(replace(state, created_at=row.created_at, updated_at=row.updated_at))
+        return heard
 
 
 def _coalesced(batch: list[_Change]) -> list[_Change]:

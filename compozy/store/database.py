@@ -117,12 +117,25 @@ class Database:
         finally:
             cursor.close()
 
-    def _run(
-        self,
-        conn: Connection | PoolProxiedConnection,
-        stmt: sa.ClauseElement,
-        params: dict[str, Any],
-    ) -> tuple[Prepared, Any]:
+    def run_many(
+        self, conn: Connection, stmt: sa.ClauseElement, rows: list[dict[str, Any]]
+    ) -> None:
+        """Run a fixed statement once per parameter set in ``rows`` (the driver's executemany),
+        in order; every set has the same keys."""
+        prepared = self._prepare(stmt, rows[0])
+        for record in self.recorders:
+            for _row in rows:  # the driver sends the statement once per row
+                record(prepared.sql)
+        cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(prepared.sql, [prepared.parameters(row) for row in rows])
+        except self.driver.driver_error as error:
+            self._invalidate_if_gone(conn.connection, error, cursor)
+            raise
+        finally:
+            cursor.close()
+
+    def _prepare(self, stmt: sa.ClauseElement, params: dict[str, Any]) -> Prepared:
         # An INSERT's columns are the parameters given, as when SQLAlchemy runs it.
         key = (id(stmt), tuple(params))
         found = self._prepared.get(key)
@@ -130,19 +143,31 @@ class Database:
             # The statement is kept with its compiled form, so its id is never reused.
             prepared = Prepared(stmt, self.engine.dialect, list(params))
             found = self._prepared[key] = (stmt, prepared)
-        prepared = found[1]
+        return found[1]
+
+    def _invalidate_if_gone(
+        self, pooled: PoolProxiedConnection, error: Exception, cursor: Any
+    ) -> None:
+        dialect = self.engine.dialect
+        if dialect.is_disconnect(error, pooled.driver_connection, cursor):  # type: ignore[arg-type]
+            pooled.invalidate(error)  # as SQLAlchemy does: the connection is not pooled again
+
+    def _run(
+        self,
+        conn: Connection | PoolProxiedConnection,
+        stmt: sa.ClauseElement,
+        params: dict[str, Any],
+    ) -> tuple[Prepared, Any]:
+        prepared = self._prepare(stmt, params)
         pooled = conn.connection if isinstance(conn, Connection) else conn
-        driver_connection = pooled.driver_connection
         for record in self.recorders:
             record(prepared.sql)
-        cursor = driver_connection.cursor()  # type: ignore[union-attr]
+        cursor: Any = pooled.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(prepared.sql, prepared.parameters(params))
         except self.driver.driver_error as error:
             cursor.close()
-            dialect = self.engine.dialect
-            if dialect.is_disconnect(error, driver_connection, cursor):  # type: ignore[arg-type]
-                pooled.invalidate(error)  # as SQLAlchemy does: the connection is not pooled again
+            self._invalidate_if_gone(pooled, error, cursor)
             raise
         return prepared, cursor
 

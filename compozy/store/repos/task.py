@@ -46,21 +46,24 @@ def _not_found(task_exec_id: str) -> TaskNotFound:
     return TaskNotFound(f"task execution {task_exec_id} not found")
 
 
-def _by_ids_statement(driver: Driver) -> Any:
+def _by_ids(driver: Driver) -> Any:
     # Python orders str by code point, as SQLite's BINARY and PostgreSQL's "C" collation do.
     return (
         sa.select(task_states).where(driver.in_list(_T.task_exec_id, "ids")).order_by(*TASK_ORDER)
     )
 
 
-def _upsert_statement(driver: Driver) -> Any:
+def _upsert_many_statement(driver: Driver) -> Any:
     """INSERT .. ON CONFLICT DO UPDATE of every column but created_at; values come as params."""
     insert = driver.insert(task_states)
     updated: dict[str, Any] = {name: insert.excluded[name] for name in _UPDATABLE}
     updated["updated_at"] = not_before(_T.updated_at, insert.excluded.updated_at)
-    return insert.on_conflict_do_update(index_elements=[_T.task_exec_id], set_=updated).returning(
-        *task_states.c
-    )
+    return insert.on_conflict_do_update(index_elements=[_T.task_exec_id], set_=updated)
+
+
+def _upsert_statement(driver: Driver) -> Any:
+    """The upsert, returning the stored row."""
+    return _upsert_many_statement(driver).returning(*task_states.c)
 
 
 class SqlTaskRepository(Repository):
@@ -79,7 +82,7 @@ class SqlTaskRepository(Repository):
         wanted = list(dict.fromkeys(check_id(i, "task_exec_id") for i in ids))
         if not wanted:
             return []
-        stmt = self._db.statement("tasks_by_ids", _by_ids_statement)
+        stmt = self._db.statement("tasks_by_ids", _by_ids)
         return [task_from_row(row) for row in self._select(stmt, {"ids": wanted})]
 
     def upsert_state(self, state: TaskState) -> TaskState:
@@ -89,21 +92,59 @@ class SqlTaskRepository(Repository):
             with self._write() as conn:
                 return task_from_row(self._db.fetch(conn, stmt, values)[0])
         except ForeignKeyViolation:
-            raise self._missing_reference(state) from None
+            raise self._missing_reference([state]) from None
 
-    def _missing_reference(self, state: TaskState) -> ConstraintViolation:
-        """Say which reference of ``state`` does not exist (SQLite does not tell)."""
+    def upsert_states(self, states: list[TaskState], *, returning: bool = True) -> list[TaskState]:
+        """``upsert_state`` of each state in order, all or none, sent as one batch (the
+        driver's executemany: one round trip on PostgreSQL's pipeline). With ``returning``,
+        the stored states of the distinct ids, in the order each id first appears; without,
+        nothing is read back. The store's own (not in the repository protocol): the engine
+        stores a run's queued task changes with it."""
+        rows = [upsert_values(state, task_states) for state in states]
+        if not rows:
+            return []
+        stmt = self._db.statement("task_upsert_many", _upsert_many_statement)
+        try:
+            with self._write() as conn:
+                self._db.run_many(conn, stmt, rows)
+                if not returning:
+                    return []
+                ids = list(dict.fromkeys(row["task_exec_id"] for row in rows))
+                found = self._db.fetch(
+                    conn, self._db.statement("tasks_by_ids", _by_ids), {"ids": ids}
+                )
+        except ForeignKeyViolation:
+            raise self._missing_reference(states) from None
+        by_id = {row.task_exec_id: task_from_row(row) for row in found}
+        return [by_id[i] for i in ids]
+
+    def _missing_reference(self, states: list[TaskState]) -> ConstraintViolation:
+        """Say which reference of which state does not exist (SQLite does not tell); a parent
+        stored earlier in the same batch counts as existing."""
+        earlier: set[str] = set()
         with self._read() as conn:
-            has_workflow = conn.execute(
-                sa.select(sa.literal(1)).where(
-                    workflow_states.c.workflow_exec_id == state.workflow_exec_id
-                )
-            ).first()
-            if has_workflow is None:
-                return ConstraintViolation(
-                    f"task {state.task_exec_id} refers to workflow execution "
-                    f"{state.workflow_exec_id}, which does not exist: store the workflow first"
-                )
+            for state in states:
+                has_workflow = conn.execute(
+                    sa.select(sa.literal(1)).where(
+                        workflow_states.c.workflow_exec_id == state.workflow_exec_id
+                    )
+                ).first()
+                if has_workflow is None:
+                    return ConstraintViolation(
+                        f"task {state.task_exec_id} refers to workflow execution "
+                        f"{state.workflow_exec_id}, which does not exist: store the workflow "
+                        "first"
+                    )
+                parent = state.parent_state_id
+                if parent is not None and parent not in earlier:
+                    has_parent = conn.execute(
+                        sa.select(sa.literal(1)).where(_T.task_exec_id == parent)
+                    ).first()
+                    if has_parent is None:
+                        break
+                earlier.add(state.task_exec_id)
+            else:  # pragma: no cover - the database refused a reference that exists
+                return ConstraintViolation("a task refers to a row that does not exist")
         return ConstraintViolation(
             f"task {state.task_exec_id} refers to parent task {state.parent_state_id}, "
             "which does not exist: store the parent first"
