@@ -168,6 +168,12 @@ class UsageEntry:
 
 _ENTRY_FIELDS = tuple(f.name for f in fields(UsageEntry))  # in declaration order
 _KNOWN_KEYS = frozenset(_ENTRY_FIELDS)
+_REQUIRED_KEYS = frozenset({"provider", "model"})
+_ENTRY_DEFAULTS: dict[str, Any] = {
+    f.name: [] if f.name == "agent_ids" else f.default
+    for f in fields(UsageEntry)
+    if f.name not in ("provider", "model")
+}
 
 
 @dataclass(kw_only=True)
@@ -212,6 +218,28 @@ class UsageSummary:
             raise ValidationError("stored usage must be a JSON array of entries")
         # Each entry checked itself when it was built.
         return cls.of_checked([UsageEntry.from_json(item) for item in data])
+
+    @classmethod
+    def from_stored(cls, data: Any) -> UsageSummary:
+        """A summary from the JSON the store wrote (``to_json`` of validated entries), built
+        without checking every field again; anything else goes through ``from_json``."""
+        if not isinstance(data, list) or not all(
+            isinstance(item, dict)
+            and _KNOWN_KEYS.issuperset(item)
+            and item.keys() >= _REQUIRED_KEYS
+            for item in data
+        ):
+            return cls.from_json(data)
+        entries = []
+        for item in data:
+            entry = UsageEntry.__new__(UsageEntry)
+            values = {**_ENTRY_DEFAULTS, **item}
+            values["agent_ids"] = list(values["agent_ids"])
+            for name in ("captured_at", "updated_at"):
+                values[name] = _parse_time(values[name], name)
+            entry.__dict__.update(values)
+            entries.append(entry)
+        return cls.of_checked(entries)
 
     @classmethod
     def of_checked(cls, entries: list[UsageEntry]) -> UsageSummary:

@@ -62,7 +62,7 @@ def usage_value(summary: UsageSummary | None) -> list[dict[str, Any]] | None:
 
 def usage_from(value: Any) -> UsageSummary | None:
     """The summary for a stored JSON array, None for NULL."""
-    return None if value is None else UsageSummary.from_json(value)
+    return None if value is None else UsageSummary.from_stored(value)
 
 
 _MAPPED: dict[tuple[type[Any], str], tuple[str, ...]] = {}
