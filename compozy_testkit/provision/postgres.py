@@ -233,8 +233,8 @@ def _running(data: Path) -> bool:
     return status.returncode == 0
 
 
-def _stop(data: Path) -> None:
-    bindir = find_bindir()
+def _stop(data: Path, bindir: Path | None = None) -> None:
+    bindir = bindir or find_bindir()
     if bindir is None or not data.exists():
         return
     prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -245,10 +245,10 @@ def _stop(data: Path) -> None:
     )
 
 
-def start_local_cluster(base: Path | None = None) -> PostgresServer:
-    """initdb + pg_ctl start in ``base`` (default: a new short temp dir); stopped and removed
-    by ``stop()``."""
-    bindir = find_bindir()
+def start_local_cluster(base: Path | None = None, bindir: Path | None = None) -> PostgresServer:
+    """initdb + pg_ctl start in ``base`` (default: a new short temp dir) with the binaries in
+    ``bindir`` (default: those on PATH); stopped and removed by ``stop()``."""
+    bindir = bindir or find_bindir()
     if bindir is None:
         raise PostgresUnavailable([f"local cluster: initdb and pg_ctl not on PATH ({path_hint()})"])
     as_root = os.geteuid() == 0
@@ -319,7 +319,7 @@ def start_local_cluster(base: Path | None = None) -> PostgresServer:
     pg_ctl("start")
 
     def stop() -> None:
-        _stop(data)
+        _stop(data, bindir)
         shutil.rmtree(base, ignore_errors=True)
 
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
