@@ -86,6 +86,7 @@ def load_config(
         # A relative path in a file means "next to this file", wherever compozy runs from.
         _resolve_sqlite_path(file_layer, file_path.parent)
         _resolve_workflow_paths(file_layer, file_path.parent)
+        _resolve_knowledge_root(file_layer, file_path.parent)
         _merge(merged, sources, file_layer, lambda _loc: str(file_path))
 
     env_layer, env_names = _env_layer(os.environ if env is None else env)
@@ -101,8 +102,13 @@ def load_config(
         _canonical_keys(override_layer)
         _resolve_sqlite_path(override_layer, base_dir)
         _resolve_workflow_paths(override_layer, base_dir)
+        _resolve_knowledge_root(override_layer, base_dir)
         _merge(merged, sources, override_layer, lambda _loc: OVERRIDES_SOURCE)
 
+    knowledge = merged.get("knowledge")
+    if isinstance(knowledge, dict) and "root" not in knowledge:
+        # Relative sources and vector DB paths mean "next to compozy.yaml" (else: here).
+        knowledge["root"] = str(file_path.parent if file_path is not None else base_dir)
     try:
         return Config.from_settings(merged, sources)
     except ConfigError as exc:
@@ -288,6 +294,16 @@ def _resolve_workflow_paths(layer: dict[str, Any], base_dir: Path) -> None:
             path = os.path.join(folder, path)
         resolved.append(os.path.normpath(path))
     layer["workflows"] = resolved
+
+
+def _resolve_knowledge_root(layer: dict[str, Any], base_dir: Path) -> None:
+    """Make a relative knowledge.root absolute, relative to `base_dir`."""
+    section = layer.get("knowledge")
+    if not isinstance(section, dict):
+        return
+    raw = section.get("root")
+    if isinstance(raw, str) and raw.strip():
+        section["root"] = os.path.abspath(os.path.join(base_dir, os.path.expanduser(raw)))
 
 
 def _merge(

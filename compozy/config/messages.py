@@ -36,7 +36,7 @@ SENTENCE_ERROR = "compozy_config"
 VALUE_ERROR = "compozy_value"
 
 # Fields whose values are never echoed back, whatever the error.
-SECRET_FIELDS = frozenset({"conn_string", "password"})
+SECRET_FIELDS = frozenset({"conn_string", "password", "dsn", "url", "api_key_env"})
 
 _MAX_SHOWN = 60
 

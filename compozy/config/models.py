@@ -7,9 +7,10 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Self, cast
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Self, TypeVar, cast
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -35,13 +36,19 @@ else:
 
 __all__ = [
     "LOGGER_NAME",
+    "ChunkingConfig",
     "Config",
     "ConfigSection",
     "DatabaseConfig",
     "Driver",
     "Duration",
+    "EmbedderConfig",
+    "EmbedderProvider",
+    "KnowledgeBaseConfig",
     "KnowledgeConfig",
+    "RetrievalConfig",
     "ServerConfig",
+    "SourceConfig",
     "SslMode",
     "VectorDBConfig",
     "VectorDBProvider",
@@ -266,41 +273,255 @@ class DatabaseConfig(ConfigSection):
         return [f for f in fields if f in self.model_fields_set and getattr(self, f) is not None]
 
 
-# Extra keys of a vector DB whose values are masked in repr, since they often hold credentials.
-_SECRET_KEY_PARTS = ("password", "secret", "token", "api_key", "apikey", "credential", "dsn", "url")
+EmbedderProvider = Literal["hashing", "openai", "sentence-transformers"]
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DEFAULT_OPENAI_URL: Final = "https://api.openai.com/v1"
+
+
+def _check_id(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError(VALUE_ERROR, "should not be empty")
+    return value
+
+
+def _check_env_name(value: str | None) -> str | None:
+    # The key itself never belongs in the file; only the name of the variable that holds it.
+    if value is not None and not _ENV_NAME.fullmatch(value):
+        raise PydanticCustomError(
+            VALUE_ERROR,
+            "should be the name of an environment variable holding the key (such as "
+            "OPENAI_API_KEY), not the key itself",
+        )
+    return value
+
+
+KnowledgeId = Annotated[str, AfterValidator(_check_id)]
+EnvName = Annotated[str | None, AfterValidator(_check_env_name)]
+
+
+class EmbedderConfig(ConfigSection):
+    """One embedder: turns texts into vectors of ``dimension`` numbers."""
+
+    section: ClassVar[str] = "knowledge.embedders[]"
+
+    id: KnowledgeId
+    provider: Annotated[EmbedderProvider, BeforeValidator(_any_case)] = "hashing"
+    dimension: int = Field(gt=0)
+    model: str | None = None
+    """openai: the model name; sentence-transformers: a model name or a local folder."""
+    base_url: str | None = None
+    """openai: the OpenAI-compatible endpoint (default https://api.openai.com/v1)."""
+    api_key_env: EnvName = None
+    """openai: the environment variable that holds the API key."""
+    batch_size: int = Field(default=64, ge=1)
+    cache: bool = False
+    """Keep the vectors of texts embedded before in memory (an LRU keyed by sha256(text))."""
+
+    @model_validator(mode="after")
+    def _provider_settings(self) -> Self:
+        if self.provider != "hashing" and not self.model:
+            raise _sentence_error(
+                f"knowledge.embedders ({self.id}): the {self.provider} provider needs model "
+                "(the name of the embedding model); set model."
+            )
+        if self.provider == "openai" and self.base_url is None:
+            self.base_url = _DEFAULT_OPENAI_URL
+        return self
 
 
 class VectorDBConfig(ConfigSection):
-    """One vector database; provider-specific keys are kept as given."""
+    """One vector database (docs/knowledge.md says which provider reads which field)."""
 
-    model_config = ConfigDict(extra="allow")
     section: ClassVar[str] = "knowledge.vector_dbs[]"
 
-    id: str
+    id: KnowledgeId
     provider: Annotated[VectorDBProvider, BeforeValidator(_any_case)]
+    dimension: int = Field(gt=0)
+    path: str | None = None
+    """filesystem: a directory (required); qdrant local mode: a directory or ":memory:"."""
+    url: str | None = None
+    """qdrant: the server's URL; redis: the redis:// URL (required)."""
+    dsn: str | None = None
+    """pgvector: a postgresql:// URL (default: the database's own connection on postgres)."""
+    collection: str = ""
+    """qdrant collection, redis key or pgvector table (default compozy_<id>, sanitised)."""
+    api_key_env: EnvName = None
+    """qdrant: the environment variable that holds the API key."""
 
-    @field_validator("id")
-    @classmethod
-    def _id_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise PydanticCustomError(VALUE_ERROR, "should not be empty")
-        return value
+    @model_validator(mode="after")
+    def _provider_settings(self) -> Self:
+        if not self.collection:
+            self.collection = "compozy_" + re.sub(r"[^a-z0-9_]", "_", self.id.lower())
+        needs = {
+            "filesystem": ("path", "path (a directory for its files)"),
+            "redis": ("url", "url (a redis:// URL)"),
+        }.get(self.provider)
+        if needs is not None and not getattr(self, needs[0]):
+            raise _sentence_error(
+                f"knowledge.vector_dbs ({self.id}): the {self.provider} provider needs "
+                f"{needs[1]}, but it is not set; set {needs[0]}."
+            )
+        if self.provider == "qdrant" and not (self.path or self.url):
+            raise _sentence_error(
+                f"knowledge.vector_dbs ({self.id}): the qdrant provider needs url (a Qdrant "
+                "server) or path (local mode: a directory or ':memory:'), but neither is set; "
+                "set one of them."
+            )
+        return self
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        extra = self.model_extra or {}
         for key, value in super().__repr_args__():
-            if key in extra and any(part in key.lower() for part in _SECRET_KEY_PARTS):
-                yield key, "**********"
-            else:
-                yield key, value
+            # The URLs may carry passwords.
+            yield key, ("**********" if key in ("dsn", "url") and value else value)
+
+
+class SourceConfig(ConfigSection):
+    """Files of a knowledge base: one file (``path``) or a glob (``glob``) of .md/.txt files,
+    relative to knowledge.root."""
+
+    section: ClassVar[str] = "knowledge.knowledge_bases[].sources[]"
+
+    path: str | None = None
+    glob: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.path is None) == (self.glob is None):
+            raise PydanticCustomError(
+                VALUE_ERROR, "should set exactly one of path (a file) and glob (a pattern)"
+            )
+        return self
+
+
+class ChunkingConfig(ConfigSection):
+    """How documents are cut: ``size`` characters per chunk, ``overlap`` shared by neighbours."""
+
+    section: ClassVar[str] = "knowledge.knowledge_bases[].chunking"
+
+    size: int = Field(default=800, ge=64, le=8192)
+    overlap: int = Field(default=120, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Self:
+        if self.overlap >= self.size:
+            raise PydanticCustomError(
+                VALUE_ERROR,
+                f"should have overlap ({self.overlap}) smaller than size ({self.size})",
+            )
+        return self
+
+
+class RetrievalConfig(ConfigSection):
+    """What a query returns by default."""
+
+    section: ClassVar[str] = "knowledge.knowledge_bases[].retrieval"
+
+    top_k: int = Field(default=5, ge=1, le=50)
+    min_score: float = Field(default=0.0, ge=-1.0, le=1.0)
+
+
+class KnowledgeBaseConfig(ConfigSection):
+    """A searchable set of documents: where they come from, how they are embedded and stored."""
+
+    section: ClassVar[str] = "knowledge.knowledge_bases[]"
+
+    id: KnowledgeId
+    description: str | None = None
+    embedder: str | None = None
+    """An embedder id (default: the only one configured, else hashing of the vector DB's
+    dimension)."""
+    vector_db: str | None = None
+    """A vector DB id (default: the only one configured)."""
+    sources: list[SourceConfig] = Field(min_length=1)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
 
 
 class KnowledgeConfig(ConfigSection):
-    """Knowledge features: the vector databases available for search."""
+    """Knowledge bases: embedders, vector databases, and the documents they make searchable."""
 
     section: ClassVar[str] = "knowledge"
 
+    root: str | None = None
+    """The folder relative sources and vector DB paths start from (the loader sets the folder
+    of compozy.yaml; the current directory otherwise)."""
+    embedders: list[EmbedderConfig] = Field(default_factory=list)
     vector_dbs: list[VectorDBConfig] = Field(default_factory=list)
+    knowledge_bases: list[KnowledgeBaseConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Self:
+        self.root = os.path.abspath(os.path.expanduser(self.root or os.getcwd()))
+        for vector_db in self.vector_dbs:
+            if vector_db.path and vector_db.path != MEMORY_PATH:
+                vector_db.path = os.path.join(self.root, os.path.expanduser(vector_db.path))
+        embedders = _unique("embedders", self.embedders)
+        vector_dbs = _unique("vector_dbs", self.vector_dbs)
+        _unique("knowledge_bases", self.knowledge_bases)
+        for index, base in enumerate(self.knowledge_bases):
+            where = f"knowledge.knowledge_bases[{index}] ({base.id})"
+            vector_db = vector_dbs[_reference(where, "vector_db", base.vector_db, vector_dbs)]
+            base.vector_db = vector_db.id
+            if base.embedder is None and not embedders:
+                continue  # the built-in hashing embedder, of the vector DB's dimension
+            embedder = embedders[_reference(where, "embedder", base.embedder, embedders)]
+            base.embedder = embedder.id
+            if embedder.dimension != vector_db.dimension:
+                raise _sentence_error(
+                    f"{where}: embedder {embedder.id!r} has dimension {embedder.dimension} but "
+                    f"vector_db {vector_db.id!r} has {vector_db.dimension}; make them equal."
+                )
+        return self
+
+    def knowledge_base(self, kb_id: str) -> KnowledgeBaseConfig | None:
+        """The knowledge base with this id, or None."""
+        return next((base for base in self.knowledge_bases if base.id == kb_id), None)
+
+    def embedder_for(self, base: KnowledgeBaseConfig) -> EmbedderConfig:
+        """The embedder of ``base``: a configured one, or the default hashing embedder."""
+        found = next((e for e in self.embedders if e.id == base.embedder), None)
+        if found is not None:
+            return found
+        dimension = self.vector_db_for(base).dimension
+        return EmbedderConfig(id="hashing", provider="hashing", dimension=dimension)
+
+    def vector_db_for(self, base: KnowledgeBaseConfig) -> VectorDBConfig:
+        """The vector DB of ``base``."""
+        return next(v for v in self.vector_dbs if v.id == base.vector_db)
+
+
+_Identified = TypeVar("_Identified", EmbedderConfig, VectorDBConfig, KnowledgeBaseConfig)
+
+
+def _unique(name: str, entries: list[_Identified]) -> dict[str, _Identified]:
+    """The entries by id; a repeated id is an error."""
+    by_id: dict[str, _Identified] = {}
+    for index, entry in enumerate(entries):
+        if entry.id in by_id:
+            raise _sentence_error(
+                f"knowledge.{name}[{index}] repeats the id {entry.id!r}; give each of "
+                f"knowledge.{name} its own id."
+            )
+        by_id[entry.id] = entry
+    return by_id
+
+
+def _reference(where: str, kind: str, wanted: str | None, known: Mapping[str, object]) -> str:
+    """The id ``wanted`` names (or the only one there is), else an error listing the ids."""
+    listed = ", ".join(repr(key) for key in known) or "none"
+    if wanted is None:
+        if len(known) == 1:
+            return next(iter(known))
+        raise _sentence_error(
+            f"{where} does not say which {kind} to use and there are {len(known)} "
+            f"(configured {kind}s: {listed}); set {kind}."
+        )
+    if wanted not in known:
+        raise _sentence_error(
+            f"{where}: {kind} {wanted!r} is not configured (configured {kind}s: {listed}); "
+            f"add it under knowledge.{kind}s or fix the id."
+        )
+    return wanted
 
 
 class WorkerConfig(ConfigSection):
@@ -397,29 +618,13 @@ class Config(ConfigSection):
 
     @model_validator(mode="after")
     def _check_vector_dbs(self) -> Self:
-        vector_dbs = self.knowledge.vector_dbs
-        seen: set[str] = set()
-        for index, vector_db in enumerate(vector_dbs):
-            if vector_db.id in seen:
-                raise _sentence_error(
-                    f"knowledge.vector_dbs[{index}] repeats the id {vector_db.id!r}; give every "
-                    "vector DB its own id."
-                )
-            seen.add(vector_db.id)
         if self.database.driver != "sqlite":
             return self
-        for index, vector_db in enumerate(vector_dbs):
+        for index, vector_db in enumerate(self.knowledge.vector_dbs):
             if vector_db.provider == "pgvector":
                 raise _sentence_error(
                     f"knowledge.vector_dbs[{index}] (id {vector_db.id!r}) uses provider pgvector, "
                     "which needs the postgres driver, but database.driver is sqlite; configure "
                     "a Qdrant, Redis or Filesystem vector DB instead, or switch to postgres."
                 )
-        # Only where it matters: a knowledge section that the user wrote but left empty.
-        if not vector_dbs and "knowledge" in self.model_fields_set:
-            logging.getLogger(LOGGER_NAME).warning(
-                "database.driver is sqlite and no vector DB is configured, so knowledge features "
-                "(vector search) are off until a Qdrant, Redis or Filesystem vector DB is "
-                "configured under knowledge.vector_dbs."
-            )
         return self

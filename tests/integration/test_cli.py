@@ -653,16 +653,16 @@ def test_a_password_in_the_connection_string_is_never_printed(cli: Cli, command:
 
 
 def test_repeated_runs_print_each_warning_once(cli: Cli, tmp_path: Path) -> None:
-    # A knowledge section with no vector DB, on SQLite: the one place that warning is printed.
+    # A PostgreSQL setting on SQLite: the config warns that it is ignored.
     config = tmp_path / "compozy.yaml"
-    config.write_text("knowledge:\n  vector_dbs: []\n", encoding="utf-8")
+    config.write_text("database:\n  host: db.internal\n", encoding="utf-8")
     flags = ["--config", str(config), "--db-driver", "sqlite", "--db-path", str(tmp_path / "x.db")]
     cli("migrate", "status", *flags)
 
     result = cli("migrate", "status", *flags)
 
     assert result.code == 0
-    assert len([line for line in result.err_lines if "knowledge features" in line]) == 1
+    assert len([line for line in result.err_lines if "Ignoring database.host" in line]) == 1
 
 
 @pytest.mark.parametrize(

@@ -165,7 +165,7 @@ def test_start_refuses_sqlite_with_pgvector(cli: Cli, tmp_path: Path) -> None:
     config = tmp_path / "compozy.yaml"
     config.write_text(
         "database: {driver: sqlite, path: x.db}\n"
-        "knowledge: {vector_dbs: [{id: docs, provider: pgvector}]}\n"
+        "knowledge: {vector_dbs: [{id: docs, provider: pgvector, dimension: 8}]}\n"
     )
     result = cli("start", "--config", str(config))
     assert "Qdrant, Redis or Filesystem" in assert_one_error_line(result)

@@ -489,8 +489,8 @@ def test_pgvector_with_sqlite_is_an_error_naming_entry_and_alternatives(tmp_path
     write_yaml(
         tmp_path,
         "knowledge:\n  vector_dbs:\n"
-        "    - {id: files, provider: filesystem, root: /tmp/vectors}\n"
-        "    - {id: docs, provider: pgvector}\n",
+        "    - {id: files, provider: filesystem, path: vectors, dimension: 8}\n"
+        "    - {id: docs, provider: pgvector, dimension: 8}\n",
     )
 
     message = config_error(env=SQLITE_ENV, cwd=tmp_path)
@@ -502,25 +502,12 @@ def test_pgvector_with_sqlite_is_an_error_naming_entry_and_alternatives(tmp_path
         assert alternative in message
 
 
-def test_sqlite_with_an_empty_knowledge_section_warns_once_that_knowledge_is_off(
+def test_sqlite_with_an_empty_knowledge_section_says_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Knowledge features are simply unused without knowledge bases: no warning on any command.
     write_yaml(tmp_path, "knowledge:\n  vector_dbs: []\n")
 
-    with caplog.at_level(logging.WARNING, logger="compozy.config"):
-        load_config(env=SQLITE_ENV, cwd=tmp_path)
-
-    warnings = [r for r in caplog.records if r.name == "compozy.config"]
-    assert len(warnings) == 1
-    assert warnings[0].levelno == logging.WARNING
-    assert "knowledge features" in warnings[0].getMessage()
-    assert "Qdrant, Redis or Filesystem" in warnings[0].getMessage()
-
-
-def test_sqlite_without_a_knowledge_section_does_not_warn_about_knowledge(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Nobody asked for knowledge features, so every command saying they are off is noise.
     with caplog.at_level(logging.WARNING, logger="compozy.config"):
         config = load_config(env=SQLITE_ENV, cwd=tmp_path)
 
@@ -531,52 +518,67 @@ def test_sqlite_without_a_knowledge_section_does_not_warn_about_knowledge(
 def test_sqlite_with_a_non_pgvector_db_does_not_warn(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    overrides = {"knowledge": {"vector_dbs": [{"id": "q", "provider": "qdrant"}]}}
+    qdrant = {"id": "q", "provider": "qdrant", "path": ":memory:", "dimension": 4}
+    overrides = {"knowledge": {"vector_dbs": [qdrant]}}
 
     with caplog.at_level(logging.WARNING, logger="compozy.config"):
         config = load_config(env=SQLITE_ENV, overrides=overrides, cwd=tmp_path)
 
     assert config.knowledge.vector_dbs[0].provider == "qdrant"
+    assert config.knowledge.vector_dbs[0].path == ":memory:"
     assert not [r for r in caplog.records if r.name == "compozy.config"]
 
 
-def test_postgres_with_pgvector_is_accepted(tmp_path: Path) -> None:
-    overrides = {"knowledge": {"vector_dbs": [{"id": "docs", "provider": "pgvector"}]}}
+def test_postgres_with_pgvector_is_accepted_without_a_dsn(tmp_path: Path) -> None:
+    # Without dsn the vector DB is the database's own PostgreSQL.
+    pgvector = {"id": "docs", "provider": "pgvector", "dimension": 384}
 
-    config = load_config(env=POSTGRES_ENV, overrides=overrides, cwd=tmp_path)
+    config = load_config(env=POSTGRES_ENV, overrides={"knowledge": {"vector_dbs": [pgvector]}})
 
     assert config.knowledge.vector_dbs[0].id == "docs"
     assert config.knowledge.vector_dbs[0].provider == "pgvector"
+    assert config.knowledge.vector_dbs[0].dsn is None
+    assert config.knowledge.vector_dbs[0].collection == "compozy_docs"
 
 
-def test_vector_db_keeps_provider_specific_settings() -> None:
-    vector_db = VectorDBConfig(id="q", provider="qdrant", url="http://q:6333", collection="docs")
+def test_vector_db_collection_defaults_to_a_sanitised_id() -> None:
+    vector_db = VectorDBConfig(id="My-Docs 2", provider="redis", url="redis://r", dimension=4)
 
-    assert vector_db.model_extra == {"url": "http://q:6333", "collection": "docs"}
+    assert vector_db.collection == "compozy_my_docs_2"
 
 
-def test_vector_db_credentials_are_masked_in_repr() -> None:
-    vector_db = VectorDBConfig(id="r", provider="redis", password="vector-pass", db=2)
+def test_vector_db_urls_are_masked_in_repr() -> None:
+    vector_db = VectorDBConfig(
+        id="r", provider="redis", url="redis://:vector-pass@r:6379/2", dimension=4
+    )
 
     assert "vector-pass" not in repr(vector_db)
-    assert "db=2" in repr(vector_db)
+    assert "dimension=4" in repr(vector_db)
+
+
+def test_vector_db_settings_are_typed_and_unknown_ones_refused() -> None:
+    with pytest.raises(ConfigError, match=r"vector_dbs\[\]\.root is not a known setting"):
+        VectorDBConfig(id="f", provider="filesystem", path="v", dimension=4, root="/tmp")
 
 
 def test_unknown_vector_db_provider_lists_the_providers() -> None:
     with pytest.raises(ConfigError, match=r"vector_dbs\[0\]\.provider is 'milvus'.*qdrant"):
-        KnowledgeConfig(vector_dbs=[{"id": "m", "provider": "milvus"}])
+        KnowledgeConfig(vector_dbs=[{"id": "m", "provider": "milvus", "dimension": 4}])
 
 
 def test_vector_db_id_must_not_be_empty(tmp_path: Path) -> None:
-    overrides = {"knowledge": {"vector_dbs": [{"id": " ", "provider": "redis"}]}}
+    redis = {"id": " ", "provider": "redis", "url": "redis://r", "dimension": 4}
 
-    message = config_error(env=POSTGRES_ENV, overrides=overrides, cwd=tmp_path)
+    message = config_error(env=POSTGRES_ENV, overrides={"knowledge": {"vector_dbs": [redis]}})
 
     assert "knowledge.vector_dbs[0].id" in message
 
 
 def test_vector_db_ids_must_be_unique() -> None:
-    dbs = [{"id": "a", "provider": "redis"}, {"id": "a", "provider": "qdrant"}]
+    dbs = [
+        {"id": "a", "provider": "redis", "url": "redis://r", "dimension": 4},
+        {"id": "a", "provider": "qdrant", "url": "http://q:6333", "dimension": 4},
+    ]
 
     with pytest.raises(ConfigError, match=r"knowledge\.vector_dbs\[1\] repeats the id 'a'"):
         Config(database={"driver": "sqlite", "path": ":memory:"}, knowledge={"vector_dbs": dbs})
@@ -731,7 +733,8 @@ def test_glob_characters_in_the_config_folder_match_literally(tmp_path: Path) ->
 def test_settings_that_name_a_choice_are_read_in_any_letter_case(tmp_path: Path) -> None:
     write_yaml(
         tmp_path,
-        "runtime:\n  recovery: FAIL\nknowledge:\n  vector_dbs:\n    - {id: q, provider: Qdrant}\n",
+        "runtime:\n  recovery: FAIL\nknowledge:\n  vector_dbs:\n"
+        "    - {id: q, provider: Qdrant, path: ':memory:', dimension: 4}\n",
     )
 
     config = load_config(env={"DB_DRIVER": "SQLite", "DB_PATH": ":memory:"}, cwd=tmp_path)
