@@ -19,6 +19,15 @@ R = TypeVar("R")
 T0 = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
+def past(*stamps: datetime | None) -> None:
+    """Return once the clock reads later than every one of ``stamps``, so that what is written
+    next is stamped strictly later. No sleep of a guessed length: with a clock of microsecond
+    resolution it returns at once (a few loops at most), on a coarser one as soon as it ticks."""
+    latest = max(s for s in stamps if s is not None)
+    while datetime.now(UTC) <= latest:
+        pass
+
+
 def at(seconds: float) -> datetime:
     """A fixed instant ``seconds`` after T0 (tests never depend on the clock for ordering)."""
     return T0 + timedelta(seconds=seconds)

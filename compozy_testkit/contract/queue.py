@@ -31,7 +31,7 @@ from compozy.errors import (
 from compozy.store import Store, TransactionScope
 from compozy.task import TaskState
 from compozy.workflow import Claim, Renewal, WorkflowFilter, WorkflowState, WorkflowSummary
-from compozy_testkit.contract._build import at, task, together, workflow
+from compozy_testkit.contract._build import at, past, task, together, workflow
 from compozy_testkit.contract._processes import ProcessPool
 from compozy_testkit.databases import TestDatabase
 
@@ -725,7 +725,7 @@ class ExecutionQueueContract:
         first = compozy_store.queue.request_cancel("x")
         requested = _summary(compozy_store, "x").cancel_requested_at
         assert requested is not None
-        time.sleep(0.002)
+        past(first.updated_at, requested)
         second = compozy_store.queue.request_cancel("x")
         summary = _summary(compozy_store, "x")
         assert summary.cancel_requested_at == requested
@@ -741,7 +741,7 @@ class ExecutionQueueContract:
         wf = _pending(compozy_store, "x", 0, tasks={"queued": Status.PENDING})
         task(compozy_store, wf, task_id="done", status=Status.SUCCESS, output={"o": 1})
         before = compozy_store.workflows.get_state("x")
-        time.sleep(0.002)
+        past(before.updated_at, *(t.updated_at for t in before.tasks.values()))
         canceled = compozy_store.queue.request_cancel("x")
         assert canceled.error is not None
         assert canceled.error["code"] == "CANCELED"
@@ -794,7 +794,7 @@ class ExecutionQueueContract:
         ]
         previous = stamps()
         for name, step, moves_task in steps:
-            time.sleep(0.002)
+            past(*previous)
             step()
             current = stamps()
             assert current[0] > previous[0], name

@@ -19,6 +19,7 @@ from compozy.core import (
     ExecutionType,
     Role,
     Status,
+    ids,
     new_id,
     parse_id,
 )
@@ -74,6 +75,25 @@ UNSTORABLE_JSON: list[Any] = [
 ]
 
 
+class _SetClock:
+    """Stands in for the ``time`` module where ``compozy.core.ids`` reads the time."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+def _ksuid_second(value: str) -> int:
+    """The Unix second a KSUID carries (its top 32 bits count from the KSUID epoch)."""
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    number = 0
+    for char in value:
+        number = number * 62 + alphabet.index(char)
+    return (number >> 128) + 1_400_000_000
+
+
 class ValueContract:
     """Values behave the same on every backend, and the pure rules hold."""
 
@@ -86,10 +106,25 @@ class ValueContract:
         assert value.isascii()
         assert parse_id(value) == value
 
-    def test_new_ids_sort_by_creation_second(self) -> None:
-        earlier = new_id()
-        time.sleep(1.05)
-        assert new_id() > earlier
+    def test_new_ids_sort_by_creation_second(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The clock new_id reads is set, not waited for: ids of the last thousandth of one
+        # second, then of the first thousandth of the next. Their random parts differ, so only
+        # the second can put every later id after every earlier one.
+        clock = _SetClock(1_767_225_600.999)  # 2026-01-01T00:00:00.999Z
+        monkeypatch.setattr(ids, "time", clock)
+        earlier = [new_id() for _ in range(50)]
+        clock.now += 0.002
+        later = [new_id() for _ in range(50)]
+        assert len(set(earlier)) == len(earlier)
+        assert min(later) > max(earlier)
+        clock.now += 86_400 * 365
+        assert new_id() > max(later)
+
+    def test_new_id_carries_the_current_second(self) -> None:
+        # What the test above sets is the clock new_id really reads.
+        before = int(time.time())
+        stamp = _ksuid_second(new_id())
+        assert before <= stamp <= int(time.time())
 
     @pytest.mark.parametrize("bad", ["", "short", "x" * 28, "!" * 27, "z" * 27])
     def test_parse_id_refuses_empty_or_non_ksuid_text(self, bad: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from compozy.core import ExecutionType, Status
 from compozy.errors import ValidationError, WorkflowNotFound, WorkflowNotReady
 from compozy.store import Store
 from compozy.workflow import OutputTransformer, WorkflowFilter, WorkflowState
-from compozy_testkit.contract._build import at, chain, parallel, task, usage, workflow
+from compozy_testkit.contract._build import at, chain, parallel, past, task, usage, workflow
 
 
 def _completed(
@@ -395,7 +394,7 @@ class WorkflowRepositoryContract:
         wf = workflow(compozy_store)
         task(compozy_store, wf, task_id="a", status=Status.SUCCESS)
         before = compozy_store.workflows.get_state(wf.workflow_exec_id)
-        time.sleep(0.002)
+        past(before.updated_at)
         done = compozy_store.workflows.complete_workflow(wf.workflow_exec_id)
         assert before.updated_at is not None
         assert done.updated_at is not None
