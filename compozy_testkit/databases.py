@@ -311,13 +311,13 @@ class WorkerDatabases:
 class TestDatabase(ClosedOnExit):
     """A clean database for one test; ``open()`` gives Stores on it, closed at teardown.
 
-    Migrated: the worker's database, wiped at teardown. Else a new empty database, dropped at
-    teardown.
+    Migrated: the worker's database, wiped at teardown. Else a new empty database (a file in
+    ``tmp_path`` on SQLite), dropped at teardown.
     """
 
     __test__ = False  # not a test class, whatever pytest's collection patterns say
 
-    def __init__(self, backend: Backend, tmp_path: Path, *, migrated: bool = True) -> None:
+    def __init__(self, backend: Backend, tmp_path: Path | None, *, migrated: bool = True) -> None:
         self._backend = backend
         self.backend = backend.name
         self.migrated = migrated
@@ -327,6 +327,7 @@ class TestDatabase(ClosedOnExit):
         if migrated:
             self.config, self._cleanup = backend.config(), backend.wipe
         else:
+            assert tmp_path is not None, "an empty database needs a folder (tmp_path)"
             self.config, self._cleanup = backend.empty_database(tmp_path)
 
     @property

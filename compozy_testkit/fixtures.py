@@ -74,7 +74,9 @@ def _compozy_backend(compozy_backend: str, _compozy_worker_databases: WorkerData
     return _compozy_worker_databases.backend(compozy_backend)
 
 
-def _test_database(backend: Backend, tmp_path: Path, *, migrated: bool) -> Iterator[TestDatabase]:
+def _test_database(
+    backend: Backend, tmp_path: Path | None, *, migrated: bool
+) -> Iterator[TestDatabase]:
     from compozy_testkit.databases import TestDatabase
 
     with TestDatabase(backend, tmp_path, migrated=migrated) as database:
@@ -82,9 +84,10 @@ def _test_database(backend: Backend, tmp_path: Path, *, migrated: bool) -> Itera
 
 
 @pytest.fixture
-def compozy_database(_compozy_backend: Backend, tmp_path: Path) -> Iterator[TestDatabase]:
+def compozy_database(_compozy_backend: Backend) -> Iterator[TestDatabase]:
     """A clean, migrated database on the current backend; ``.open()`` gives more Stores on it."""
-    yield from _test_database(_compozy_backend, tmp_path, migrated=True)
+    # No tmp_path: the worker's database is reused, and a folder per test costs milliseconds.
+    yield from _test_database(_compozy_backend, None, migrated=True)
 
 
 @pytest.fixture
@@ -171,7 +174,6 @@ def compozy_store(compozy_database: TestDatabase) -> Store:
 def compozy_parity(
     request: pytest.FixtureRequest,
     _compozy_worker_databases: WorkerDatabases,
-    tmp_path: Path,
 ) -> Iterator[Parity]:
     """In-memory SQLite and PostgreSQL side by side: ``compozy_parity.run(fn)`` calls
     ``fn(store)`` on both and fails when they answer differently; ``run_parity_machine``
@@ -183,7 +185,7 @@ def compozy_parity(
 
     _need_server(request.config.stash[STATE_KEY], POSTGRES)
     databases = [
-        TestDatabase(_compozy_worker_databases.backend(name), tmp_path, migrated=True)
+        TestDatabase(_compozy_worker_databases.backend(name), None, migrated=True)
         for name in ("sqlite", POSTGRES)
     ]
 
