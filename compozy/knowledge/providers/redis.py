@@ -62,8 +62,8 @@ def _literal(value: MetadataValue) -> str:
 
 
 def filter_expression(where: Mapping[str, MetadataValue]) -> str:
-    """The VSIM FILTER expression of ``where``: ``.w_<hex key> == "<hex token>" and ...``."""
-    return " and ".join(f".{_field(key)} == {_literal(value)}" for key, value in where.items())
+    """The VSIM FILTER expression of ``where``: ``.w_<hex key> == "<hex token>" && ...``."""
+    return " && ".join(f".{_field(key)} == {_literal(value)}" for key, value in where.items())
 
 
 def _text(value: bytes | str) -> str:
