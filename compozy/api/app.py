@@ -14,11 +14,13 @@ from compozy.api.deps import ApiContext, ExecutionStarter, auth_dependencies, er
 from compozy.api.docs import docs_page
 from compozy.api.errors import install_error_handlers
 from compozy.api.executions import executions_router
+from compozy.api.knowledge import knowledge_router
 from compozy.api.metrics import CONTENT_TYPE, render_metrics
 from compozy.api.middleware import AccessLog, JsonBodies
 from compozy.api.models import HealthResponse
 from compozy.api.workflows import workflows_router
 from compozy.auth.keys import BCRYPT_ROUNDS
+from compozy.knowledge.bases import KnowledgeBases
 from compozy.store import Store, StoreHealth
 
 __all__ = ["create_app"]
@@ -44,6 +46,7 @@ def create_app(
     max_body_bytes: int = 10 * 1024 * 1024,
     metrics_auth: bool = False,
     access_log: bool = False,
+    knowledge: KnowledgeBases | None = None,
 ) -> FastAPI:
     """The HTTP API over ``store``.
 
@@ -53,6 +56,7 @@ def create_app(
     per-app cache of keys whose bcrypt check passed. A request body over ``max_body_bytes``
     is refused with 413; ``metrics_auth`` makes ``GET /metrics`` need an API key;
     ``access_log`` logs each request on the ``compozy.access`` logger (INFO).
+    ``knowledge`` is what ``/api/v0/knowledge/{kb}/...`` searches and ingests (none without).
     """
     ctx = ApiContext(
         store=store,
@@ -114,6 +118,7 @@ def create_app(
     app.include_router(workflows_router(ctx, auth))
     app.include_router(executions_router(ctx, auth))
     app.include_router(admin_router(ctx, auth))
+    app.include_router(knowledge_router(knowledge, auth))
     # Kept reachable for tests and for whoever serves the app (cache size, engine, store).
     app.state.compozy = ctx
     return app

@@ -44,6 +44,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "executions": ("compozy.cli.executions", "executions_app"),
     "users": ("compozy.cli.users", "users_app"),
     "keys": ("compozy.cli.users", "keys_app"),
+    "knowledge": ("compozy.cli.knowledge", "knowledge_app"),
 }
 
 

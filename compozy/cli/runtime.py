@@ -18,6 +18,7 @@ import typer
 from compozy.config import Config, DatabaseConfig, find_config_file, load_config
 from compozy.engine import Engine, WorkflowCatalog
 from compozy.errors import ValidationError
+from compozy.knowledge.bases import KnowledgeBases, activate
 from compozy.store import Store, open_store
 
 _log = logging.getLogger("compozy.cli")
@@ -176,6 +177,8 @@ class Runtime:
     config: Config
     store: Store
     engine: Engine
+    knowledge: KnowledgeBases
+    """The configured knowledge bases, which the ``knowledge_search`` tool searches."""
 
 
 @contextmanager
@@ -201,7 +204,7 @@ def open_runtime(config_file: str | None, config: Config) -> Iterator[Runtime]:
             poll_interval=runtime.poll_interval,
             recovery=runtime.recovery,
         )
-        with engine:
-            yield Runtime(config, store, engine)
+        with KnowledgeBases(config) as knowledge, activate(knowledge), engine:
+            yield Runtime(config, store, engine, knowledge)
     finally:
         store.close()

@@ -205,6 +205,7 @@ def start(
             max_body_bytes=server.max_body_bytes,
             metrics_auth=server.metrics_auth,
             access_log=server.access_log,
+            knowledge=runtime.knowledge,
         )
         uvicorn_config = uvicorn.Config(
             app, log_level=server.log_level, log_config=None, access_log=False

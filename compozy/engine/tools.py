@@ -72,8 +72,22 @@ def _format(template: Any) -> dict[str, Any]:
     return {"text": template if isinstance(template, str) else str(template)}
 
 
+def _knowledge_search(kb: Any, query: Any, top_k: Any = None) -> dict[str, Any]:
+    """Search knowledge base ``kb`` for ``query``: ``{"matches": [{id, score, text, source,
+    chunk_index}]}`` (docs/knowledge.md)."""
+    from compozy.knowledge.bases import knowledge_search
+
+    return knowledge_search(kb, query, top_k)
+
+
 BUILTIN_TOOLS: Mapping[str, ToolFunction] = MappingProxyType(
-    {"echo": _echo, "sleep": _sleep, "fail": _fail, "format": _format}
+    {
+        "echo": _echo,
+        "sleep": _sleep,
+        "fail": _fail,
+        "format": _format,
+        "knowledge_search": _knowledge_search,
+    }
 )
 
 
