@@ -104,7 +104,9 @@ class QdrantVectorStore:
             if client is not None:
                 self._client = client
             elif url:
-                self._client = QdrantClient(url=url, api_key=api_key, timeout=10)
+                self._client = QdrantClient(
+                    url=url, api_key=api_key, timeout=10, check_compatibility=False
+                )
             elif path == ":memory:":
                 self._client = QdrantClient(location=":memory:")
             elif path:
