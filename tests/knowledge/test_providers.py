@@ -18,7 +18,7 @@ import pytest
 
 from compozy.config import VectorDBConfig
 from compozy.errors import CompozyError, ConfigError, StoreUnavailable
-from compozy.knowledge import Record
+from compozy.knowledge import MetadataValue, Record
 from compozy.knowledge.providers import filesystem, open_vector_store
 from compozy.knowledge.providers.filesystem import FilesystemVectorStore
 from compozy.knowledge.providers.qdrant import QdrantVectorStore, point_id
@@ -27,7 +27,7 @@ from compozy.knowledge.providers.redis import RedisVectorStore, filter_expressio
 PROCESSES, BATCHES, SIZE = 4, 10, 5
 
 
-def _records(prefix: str, count: int, **metadata: object) -> list[Record]:
+def _records(prefix: str, count: int, **metadata: MetadataValue) -> list[Record]:
     return [Record(f"{prefix}{n}", [1.0, float(n), 2.0], f"t{n}", metadata) for n in range(count)]
 
 
@@ -256,11 +256,11 @@ def test_redis_stores_exact_vectors_without_quantization() -> None:
     client = fakeredis.FakeRedis()
     store = RedisVectorStore("k", 3, client)
     store.upsert([Record("r", [0.1234567, -2.5, 3.0])])
-    info = client.execute_command("VINFO", "k")
+    info = client.execute_command("VINFO", "k")  # type: ignore[no-untyped-call]
     assert info[b"quant-type"] in (b"f32", b"noquant")
     assert store.get(["r"])[0].vector == pytest.approx([0.1234567, -2.5, 3.0], rel=1e-6)
 
 
 def test_the_pinned_fakeredis_has_vector_sets() -> None:
     # 2.41 dropped them silently (VADD becomes an unknown command): keep the pin.
-    assert fakeredis.FakeRedis().execute_command("VCARD", "nothing") == 0
+    assert fakeredis.FakeRedis().execute_command("VCARD", "nothing") == 0  # type: ignore[no-untyped-call]
