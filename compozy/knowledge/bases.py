@@ -13,7 +13,6 @@ their engine.
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,9 +24,10 @@ from compozy.errors import CompozyError, NotFoundError, ValidationError
 from compozy.knowledge import Match, VectorStore
 from compozy.knowledge.embedders import Embedder, open_embedder
 from compozy.knowledge.ingest import CHUNK, IngestReport, Progress, ingest
+from compozy.knowledge.providers import open_vector_store
 
 if TYPE_CHECKING:
-    from compozy.config import Config, EmbedderConfig, KnowledgeBaseConfig, VectorDBConfig
+    from compozy.config import Config, EmbedderConfig, KnowledgeBaseConfig
 
 __all__ = [
     "KnowledgeBase",
@@ -44,12 +44,6 @@ StoreOpener = Callable[..., VectorStore]
 
 class UnknownKnowledgeBase(NotFoundError):
     """No knowledge base has the requested id."""
-
-
-def _open_vector_store(config: VectorDBConfig, **options: Any) -> VectorStore:
-    providers = importlib.import_module("compozy.knowledge.providers")
-    store: VectorStore = providers.open_vector_store(config, **options)
-    return store
 
 
 @dataclass(frozen=True)
@@ -106,7 +100,7 @@ class KnowledgeBases(ClosedOnExit):
     ) -> None:
         self._config = config
         self._environ = environ
-        self._open_store = open_store or _open_vector_store
+        self._open_store = open_store or open_vector_store
         self._lock = threading.Lock()
         self._stores: dict[str, VectorStore] = {}
         self._embedders: dict[str, Embedder] = {}
