@@ -258,7 +258,8 @@ def cosine_top(
     rows = np.arange(normed.shape[0]) if candidates is None else np.asarray(candidates)
     if rows.size == 0:
         return []
-    scores = normed[rows] @ q if candidates is not None else normed @ q
+    # np.dot, not @: matmul of a float32 matrix by a vector skips BLAS here (1000x slower).
+    scores = np.dot(normed[rows] if candidates is not None else normed, q)
     if top_k < rows.size:
         part = np.argpartition(-scores, top_k - 1)[:top_k]
         kth = scores[part].min()
