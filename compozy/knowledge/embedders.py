@@ -1,9 +1,10 @@
 """Embedders: turn texts into vectors of a fixed dimension.
 
 - ``hashing``: deterministic and offline. Signed feature hashing (as scikit-learn's
-  ``HashingVectorizer``) of word unigrams and bigrams, with English stop words left out, a
-  light suffix stemmer and sublinear term frequency, L2-normalised. Lexical, not semantic: a
-  query finds the chunks that share its words. The default, and what the tests use.
+  ``HashingVectorizer``, each term into two buckets) of word unigrams and bigrams, with English
+  stop words left out, a light suffix stemmer and sublinear term frequency, L2-normalised.
+  Lexical, not semantic: a query finds the chunks that share its words. The default, and what
+  the tests use.
 - ``openai``: any OpenAI-compatible ``POST {base_url}/embeddings`` endpoint; the key is read
   from the environment variable named by ``api_key_env``.
 - ``sentence-transformers``: a local model, from the optional extra
@@ -143,9 +144,14 @@ def _stem(word: str) -> str:
     return word
 
 
+_PROBES: Final = 2
+
+
 @functools.lru_cache(maxsize=262_144)
-def _feature_hash(feature: str) -> int:
-    return int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "big")
+def _feature_hashes(feature: str) -> tuple[int, ...]:
+    """``_PROBES`` independent 64-bit hashes of a feature."""
+    digest = hashlib.blake2b(feature.encode(), digest_size=8 * _PROBES).digest()
+    return tuple(int.from_bytes(digest[i * 8 : i * 8 + 8], "big") for i in range(_PROBES))
 
 
 def _terms(text: str) -> Counter[str]:
@@ -170,10 +176,13 @@ class HashingEmbedder(_Batched):
             # A text without a single word still gets a (fixed) unit vector, never zeros.
             terms = _terms(text) or Counter({"\0empty": 1})
             for term, count in terms.items():
-                hashed = _feature_hash(term)
-                sign = 1.0 if hashed >> 63 else -1.0
                 # Sublinear term frequency: the tenth "data" adds less than the first.
-                matrix[row, hashed % self._dimension] += sign * (1.0 + math.log(count))
+                weight = (1.0 + math.log(count)) / math.sqrt(_PROBES)
+                # Each term goes to two buckets: two terms that collide in one with opposite
+                # signs (and cancel out there) still count in the other.
+                for hashed in _feature_hashes(term):
+                    sign = 1.0 if hashed >> 63 else -1.0
+                    matrix[row, hashed % self._dimension] += sign * weight
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         norms[norms == 0] = 1.0  # opposite signs cancelled out exactly: rare, left as zeros
         return (matrix / norms).tolist()  # type: ignore[no-any-return]

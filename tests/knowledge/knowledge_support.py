@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-# The CLI helpers of tests/integration (run_compozy: a real `compozy` process).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 REPO_DOCS = Path(__file__).resolve().parents[2] / "docs"
 
