@@ -38,7 +38,6 @@ from compozy.api.serialize import (
 from compozy.core import Status
 from compozy.errors import WorkflowNotFound
 from compozy.store import TransactionScope
-from compozy.task import TaskFilter
 from compozy.workflow import WorkflowFilter, WorkflowRepository, WorkflowSummary
 
 __all__ = ["MAX_WAIT", "execution_summary", "executions_router"]
@@ -157,9 +156,7 @@ def executions_router(ctx: ApiContext, auth: AuthDependencies) -> APIRouter:
         poll with `?wait=30` instead of many times a second."""
 
         def read() -> WorkflowExecutionDetail:
-            summary = execution_summary(ctx.store.workflows, exec_id)
-            tasks = ctx.store.tasks.list_states(TaskFilter(workflow_exec_id=exec_id))
-            return workflow_detail_out(summary, tasks)
+            return workflow_detail_out(*ctx.store.workflows.get_detail(exec_id))
 
         if wait > 0:
             await wait_until_finished(ctx, exec_id, wait)

@@ -13,6 +13,7 @@ from compozy.store.drivers.base import Driver, ForeignKeyViolation
 from compozy.store.prepared import PreparedRow
 from compozy.store.repos.common import (
     TASK_ORDER,
+    TASKS_OF_EXECUTION,
     Repository,
     latest_by_task_id,
     mapped_columns,
@@ -76,6 +77,9 @@ class SqlTaskRepository(Repository):
 
     def list_states(self, filter: TaskFilter | None = None) -> list[TaskState]:
         conditions = filter.conditions() if filter is not None else {}
+        if conditions.keys() == {"workflow_exec_id"}:  # the hot one, as a fixed statement
+            params = {"exec_id": conditions["workflow_exec_id"]}
+            return [task_from_row(row) for row in self._select(TASKS_OF_EXECUTION, params)]
         return self._list(*(_T[name] == value for name, value in conditions.items()))
 
     def list_by_ids(self, ids: list[str]) -> list[TaskState]:

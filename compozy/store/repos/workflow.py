@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from compozy.core import DEFAULT_PAGE_SIZE, Page, Status
 from compozy.core.values import check_enum, check_id, utc_now
@@ -142,6 +143,21 @@ class SqlWorkflowRepository(Repository):
             raise _not_found(workflow_exec_id)
         return _from_row(rows[0], [task_from_row(row) for row in tasks])
 
+    def get_detail(self, workflow_exec_id: str) -> tuple[WorkflowSummary, list[TaskState]]:
+        """The execution as a list shows it, and every task state of it in task order, read
+        in one snapshot with two statements (the API's detail). The store's own, not in the
+        repository protocol."""
+        workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
+        params = {"exec_id": workflow_exec_id}
+        rows, task_rows = self._db.select_together(
+            [(_BY_ID, params), (TASKS_OF_EXECUTION, params)], self._bound
+        )
+        if not rows:
+            raise _not_found(workflow_exec_id)
+        tasks = [task_from_row(row) for row in task_rows]
+        counts = Counter(task.status for task in latest_by_task_id(tasks).values())
+        return _summary(rows[0], counts), tasks
+
     def get_state_by_id(self, workflow_id: str) -> WorkflowState:
         workflow_id = check_id(workflow_id, "workflow_id")
         stmt = (
@@ -261,7 +277,7 @@ def _task_status_counts(conn: Connection, exec_ids: list[str]) -> dict[str, dict
     return counts
 
 
-def _summary(row: Row[Any], counts: dict[Status, int]) -> WorkflowSummary:
+def _summary(row: Any, counts: Mapping[Status, int]) -> WorkflowSummary:
     return from_row(
         WorkflowSummary, workflow_states, row, task_status_counts=dict(sorted(counts.items()))
     )
