@@ -1,5 +1,6 @@
-"""Sessions: ``nox`` runs lint, the suite on SQLite and on PostgreSQL, the downstream example,
-then the coverage gates."""
+"""Sessions: ``nox`` runs lint, the whole suite on every backend in one run (``tests``), the
+downstream example, then the coverage gates. ``test-sqlite`` and ``test-postgres`` run the suite
+on one kind of database each (the CI matrix runs them on separate machines)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "test-sqlite", "test-postgres", "downstream", "coverage"]
-nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "tests", "downstream", "coverage"]
+# uv when nox can find it (installed beside nox, as .ci/run does, or on PATH): an environment is
+# then made and filled in seconds, where pip takes minutes; plain venv + pip otherwise.
+nox.options.default_venv_backend = "uv|venv"
 
 # Branch coverage gates, enforced by the coverage session on the combined data of both backends.
 # The product gate leaves out the contract suite's test bodies (compozy_testkit/contract), which
@@ -20,25 +23,39 @@ PRODUCT_GATE = 90
 STORE_GATE = 95
 CONTRACT_BODIES = "compozy_testkit/contract/*"
 
+ROOT = Path(__file__).resolve().parent
+# Each test session's coverage data: ``tests`` has every backend, the other two one kind each.
+COVERAGE_DATA = ("all", "sqlite", "postgres")
+# pytest-xdist: one worker per core.
+XDIST = ["-n", "auto", "--dist", "worksteal"]
+
 
 def _install(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
 
 
 def _pytest(session: nox.Session, backend_args: list[str], data: str) -> None:
-    for stale in glob.glob(f".coverage.{data}*"):
-        os.remove(stale)
+    """The suite under coverage, on pytest-xdist workers, its data in .coverage.<data>.*"""
+    # A run replaces the data of a run that covered the same backends: ``tests`` covers all.
+    stale = COVERAGE_DATA if data == "all" else (data, "all")
+    for name in stale:
+        for path in glob.glob(str(ROOT / f".coverage.{name}*")):
+            os.remove(path)
     # `coverage run` (not pytest-cov) so the plugin's own import-time code is measured too:
-    # pytest imports entry-point plugins before pytest-cov could start.
+    # pytest imports entry-point plugins before pytest-cov could start. The xdist workers (and
+    # any Python a test starts) are measured from their first line by coverage's subprocess
+    # patch ([tool.coverage.run] patch in pyproject.toml); the data file is an absolute path
+    # because they may run in other folders.
     session.run(
         "coverage",
         "run",
         "--parallel-mode",
         "-m",
         "pytest",
+        *XDIST,
         *backend_args,
         *session.posargs,
-        env={"COVERAGE_FILE": f".coverage.{data}"},
+        env={"COVERAGE_FILE": str(ROOT / f".coverage.{data}")},
     )
 
 
@@ -72,6 +89,14 @@ def lint(session: nox.Session) -> None:
     )
 
 
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole suite on in-memory SQLite, a SQLite file and PostgreSQL, in one run: the tests
+    that use no database run once."""
+    _install(session)
+    _pytest(session, ["--compozy-backend", "all", "--compozy-require-postgres"], "all")
+
+
 @nox.session(name="test-sqlite")
 def test_sqlite(session: nox.Session) -> None:
     """The whole suite on in-memory SQLite and a SQLite file."""
@@ -86,7 +111,6 @@ def test_postgres(session: nox.Session) -> None:
     _pytest(session, ["--compozy-backend", "postgres", "--compozy-require-postgres"], "postgres")
 
 
-ROOT = Path(__file__).resolve().parent
 DOWNSTREAM_EXAMPLE = ROOT / "examples" / "downstream"
 # Without posargs the example must pass on every backend, PostgreSQL included.
 DOWNSTREAM_DEFAULT_ARGS = ["--compozy-backend", "all", "--compozy-require-postgres"]
@@ -94,6 +118,13 @@ PLAIN_TEST = "def test_nothing() -> None:\n    assert True\n"
 # Asks for a factory fixture where factory-boy is absent: that test must fail saying what to do.
 FACTORY_TEST = "def test_factory(workflow_factory: object) -> None:\n    pass\n"
 FACTORY_HINT = "compozy's factories need factory-boy: pip install 'compozy[testkit]'"
+
+
+def _install_local(session: nox.Session, path: str, name: str) -> None:
+    """A non-editable install of the project at ``path``, built from the files as they are now:
+    uv would otherwise reuse a wheel it built from an earlier state of the same folder."""
+    refresh = ["--refresh-package", name, "--reinstall-package", name]
+    session.install(*(refresh if session.venv_backend == "uv" else []), path)
 
 
 @nox.session
@@ -104,10 +135,13 @@ def downstream(session: nox.Session) -> None:
     # so a project that never asked for the testkit must still get a working pytest run.
     # A non-editable install builds in build/; a stale one could ship modules since deleted.
     shutil.rmtree(ROOT / "build", ignore_errors=True)
-    session.install(str(ROOT))
+    _install_local(session, str(ROOT), "compozy")
     session.install("pytest")
     # A reused venv still has the previous run's testkit extra; this half needs it absent.
-    session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", "factory-boy")
+    if session.venv_backend == "uv":
+        session.run("uv", "pip", "uninstall", "--quiet", "factory-boy")
+    else:
+        session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", "factory-boy")
     session.run(
         "python",
         "-c",
@@ -134,7 +168,7 @@ def downstream(session: nox.Session) -> None:
     # 2. compozy with the testkit extra, then the example, which depends on compozy[testkit].
     session.install("-e", f"{ROOT}[testkit]")
     shutil.rmtree(DOWNSTREAM_EXAMPLE / "build", ignore_errors=True)
-    session.install(str(DOWNSTREAM_EXAMPLE))
+    _install_local(session, str(DOWNSTREAM_EXAMPLE), "compozy-downstream-example")
     with session.chdir(DOWNSTREAM_EXAMPLE):
         session.run("pytest", *(session.posargs or DOWNSTREAM_DEFAULT_ARGS))
 
@@ -143,9 +177,9 @@ def downstream(session: nox.Session) -> None:
 def coverage(session: nox.Session) -> None:
     """Combine both backends' data and enforce the gates."""
     session.install("coverage[toml]")
-    parts = glob.glob(".coverage.sqlite*") + glob.glob(".coverage.postgres*")
+    parts = [path for name in COVERAGE_DATA for path in glob.glob(f".coverage.{name}.*")]
     if not parts:
-        session.error("no coverage data: run the test-sqlite and test-postgres sessions first")
+        session.error("no coverage data: run the tests session (or test-sqlite and test-postgres)")
     # A data file name of its own: `coverage report` would otherwise combine (and delete) the
     # per-backend files it finds next to .coverage, and a second run would have nothing left.
     env = {"COVERAGE_FILE": ".coverage-combined"}
