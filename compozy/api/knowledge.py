@@ -77,7 +77,7 @@ def knowledge_router(knowledge: KnowledgeBases | None, auth: AuthDependencies) -
         "/{kb}/query",
         summary="Search a knowledge base (any valid key)",
         dependencies=[Depends(auth.user)],
-        responses=error_responses(401, 404, 422, 503),
+        responses=error_responses(400, 401, 404, 413, 415, 422, 503),
     )
     def query(kb: KbPath, body: KnowledgeQuery) -> QueryResponse:
         """The chunks most similar to `query` (the knowledge base's `retrieval.top_k` and

@@ -75,6 +75,13 @@ class KnowledgeBase:
         knowledge base's ``retrieval`` settings."""
         if not isinstance(text, str) or not text.strip():
             raise ValidationError(f"knowledge base {self.id!r}: the query is empty; give a text")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(
+                f"knowledge base {self.id!r}: the query is not valid Unicode text (it holds a "
+                "lone surrogate)"
+            ) from None
         limit = self.config.retrieval.top_k if top_k is None else top_k
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 50:
             raise ValidationError(

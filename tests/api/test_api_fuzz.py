@@ -11,6 +11,7 @@ operation with a path parameter is also run against stored entities, which puts 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,8 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
+from compozy.config import load_config
+from compozy.knowledge.bases import KnowledgeBases
 from compozy.store import Store
 
 START_PATH = "/api/v0/workflows/{workflow_id}/executions"
@@ -51,8 +54,16 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(
     task_factory: Any,
     user_factory: Any,
     api_key_factory: Any,
+    tmp_path: Path,
 ) -> None:
-    app = app_factory(compozy_store, engine=starter)
+    (tmp_path / "note.md").write_text("# Note\n\nA short note for the fuzzer to find.\n")
+    notes = {"id": "notes", "sources": [{"path": "note.md"}]}
+    vectors = {"id": "v", "provider": "filesystem", "path": "vectors", "dimension": 16}
+    knowledge = {"vector_dbs": [vectors], "knowledge_bases": [notes]}
+    sqlite = {"driver": "sqlite", "path": ":memory:"}
+    overrides = {"database": sqlite, "knowledge": knowledge}
+    bases = KnowledgeBases(load_config(env={}, overrides=overrides, cwd=tmp_path))
+    app = app_factory(compozy_store, engine=starter, knowledge=bases)
     config = schemathesis.Config.from_dict(
         {
             "auth": {"openapi": {"APIKey": {"bearer": admin.plaintext}}},
@@ -91,6 +102,7 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(
         ("POST", "user_id"): holder.id,
         ("DELETE", "user_id"): doomed_user.id,
         ("DELETE", "key_id"): doomed_key.id,
+        ("POST", "kb"): "notes",
     }
 
     failures: list[str] = []
@@ -112,7 +124,7 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(
 
     # Each result is Ok(operation) or Err(InvalidSchema); ok() raises on the latter.
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 15
+    assert len(operations) == 17
     for operation in operations:
         run(operation, operation.as_strategy(generation_mode=GenerationMode.POSITIVE), "positive")
         has_input = any(
@@ -137,3 +149,4 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(
     succeeded = {label for (label, status), _ in answered.items() if 200 <= status < 300}
     assert succeeded == {operation.label for operation in operations}
     assert not any(status >= 500 for _, status in answered)
+    bases.close()
