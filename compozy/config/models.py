@@ -347,6 +347,9 @@ class VectorDBConfig(ConfigSection):
     """qdrant collection, redis key or pgvector table (default compozy_<id>, sanitised)."""
     api_key_env: EnvName = None
     """qdrant: the environment variable that holds the API key."""
+    index: Literal["exact", "hnsw"] = "exact"
+    """pgvector: exact (every row is compared: the true top_k) or hnsw (an approximate index,
+    faster on large tables, which may miss some of the top_k)."""
 
     @model_validator(mode="after")
     def _provider_settings(self) -> Self:

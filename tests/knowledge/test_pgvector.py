@@ -51,8 +51,10 @@ class Tables:
         self.names.append(name)
         return name
 
-    def __call__(self, dimension: int = 3, table: str = "docs") -> PgvectorStore:
-        store = PgvectorStore(self.url, self.name(table), dimension)
+    def __call__(
+        self, dimension: int = 3, table: str = "docs", *, approximate: bool = False
+    ) -> PgvectorStore:
+        store = PgvectorStore(self.url, self.name(table), dimension, approximate=approximate)
         self.stores.append(store)
         return store
 
@@ -212,7 +214,7 @@ def test_values_postgresql_cannot_store_are_refused_before_writing(
 def test_table_name_is_quoted_and_indexed_with_hnsw_cosine(
     pgvector_database: PgvectorDatabase, pgvector_store: Tables
 ) -> None:
-    store = pgvector_store(2, table='Docs "x"; DROP TABLE y; --')
+    store = pgvector_store(2, table='Docs "x"; DROP TABLE y; --', approximate=True)
     store.upsert([Record("a", [1.0, 0.0], "text A", {"k": "v"})])
     assert store.get(["a"])[0].text == "text A"
     with psycopg.connect(pgvector_database.url) as conn:
@@ -222,12 +224,21 @@ def test_table_name_is_quoted_and_indexed_with_hnsw_cosine(
     definitions = " | ".join(row[0] for row in indexes)
     assert "USING hnsw (embedding vector_cosine_ops)" in definitions
     assert "USING gin (metadata jsonb_path_ops)" in definitions
+    # Reopened with index: exact, the table loses its approximate index and is searched exactly.
+    exact = PgvectorStore(pgvector_database.url, store.table, 2)
+    assert exact.search([1.0, 0.0], top_k=1)[0].id == "a"
+    exact.close()
+    with psycopg.connect(pgvector_database.url) as conn:
+        after = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = %s", (store.table,)
+        ).fetchall()
+    assert "hnsw" not in " | ".join(row[0] for row in after)
 
 
 def test_a_large_filtered_search_uses_the_index_and_finds_top_k(
     pgvector_database: PgvectorDatabase, pgvector_store: Tables
 ) -> None:
-    store = pgvector_store(4)
+    store = pgvector_store(4, approximate=True)
     rows = [
         Record(f"r{i:04d}", [math.cos(i), math.sin(i), (i % 7) / 7, 1.0], metadata={"g": i % 50})
         for i in range(1500)

@@ -51,7 +51,11 @@ _INSTALL_HINT = (
 def open_store(config: VectorDBConfig, *, database: DatabaseConfig | None = None) -> PgvectorStore:
     """The pgvector store of ``config``, on its ``dsn`` or else the database's own connection."""
     return PgvectorStore(
-        resolve_dsn(config, database), config.collection, config.dimension, name=config.id
+        resolve_dsn(config, database),
+        config.collection,
+        config.dimension,
+        name=config.id,
+        approximate=config.index == "hnsw",
     )
 
 
@@ -85,7 +89,15 @@ def _first_line(error: BaseException) -> str:
 class PgvectorStore:
     """A ``VectorStore`` on one table of a PostgreSQL server with pgvector."""
 
-    def __init__(self, dsn: str, table: str, dimension: int, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        table: str,
+        dimension: int,
+        *,
+        name: str | None = None,
+        approximate: bool = False,
+    ) -> None:
         if dimension <= 0:
             raise ValidationError(f"pgvector: dimension must be greater than 0, got {dimension}")
         if not table or len(table.encode()) > _MAX_IDENTIFIER or "\x00" in table:
@@ -94,6 +106,7 @@ class PgvectorStore:
             )
         self._dsn = dsn
         self._dimension = dimension
+        self._approximate = approximate and dimension <= HNSW_MAX_DIMENSION
         self.table = table
         self._name = name or table
         self._table = sql.Identifier(table)
@@ -220,26 +233,31 @@ class PgvectorStore:
                         f"{self._dimension} (expected {self._dimension}, got {found[0]}); use "
                         "another collection, or drop the table"
                     )
-                return
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, embedding vector({}) "
-                    "NOT NULL, text text NOT NULL DEFAULT '', metadata jsonb NOT NULL DEFAULT "
-                    "'{{}}')"
-                ).format(self._table, sql.Literal(self._dimension))
-            )
-            if self._dimension <= HNSW_MAX_DIMENSION:
+            else:
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, embedding "
+                        "vector({}) NOT NULL, text text NOT NULL DEFAULT '', metadata jsonb NOT "
+                        "NULL DEFAULT '{{}}')"
+                    ).format(self._table, sql.Literal(self._dimension))
+                )
+                conn.execute(
+                    sql.SQL(
+                        "CREATE INDEX IF NOT EXISTS {} ON {} USING gin (metadata jsonb_path_ops)"
+                    ).format(self._index_name("metadata_gin"), self._table)
+                )
+            # index: exact (the default) searches every row, so the top_k are the true top_k;
+            # index: hnsw trades that for speed on large tables. The index follows the setting.
+            hnsw = self._index_name("embedding_hnsw")
+            if self._approximate:
                 conn.execute(
                     sql.SQL(
                         "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding "
                         "vector_cosine_ops)"
-                    ).format(self._index_name("embedding_hnsw"), self._table)
+                    ).format(hnsw, self._table)
                 )
-            conn.execute(
-                sql.SQL(
-                    "CREATE INDEX IF NOT EXISTS {} ON {} USING gin (metadata jsonb_path_ops)"
-                ).format(self._index_name("metadata_gin"), self._table)
-            )
+            else:
+                conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(hnsw))
 
     # -- checks ----------------------------------------------------------------------------
 
