@@ -62,6 +62,8 @@ def test_openapi_document_is_public_and_lists_every_route(client: TestClient) ->
         ("POST", "/api/v0/users/{user_id}/api-keys"),
         ("GET", "/api/v0/users/{user_id}/api-keys"),
         ("DELETE", "/api/v0/api-keys/{key_id}"),
+        ("POST", "/api/v0/knowledge/{kb}/query"),
+        ("POST", "/api/v0/knowledge/{kb}/ingest"),
     }
 
 

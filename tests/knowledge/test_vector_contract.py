@@ -1,7 +1,7 @@
 """The vector store contract on the filesystem, Qdrant (local mode, in memory and in a folder)
 and Redis (fakeredis 2.40.0) providers.
 
-A real Redis runs the contract in test_contract_redis_server.py (REDIS_URL).
+A real Redis runs the contract in test_vector_contract_redis_server.py (REDIS_URL).
 """
 
 from __future__ import annotations
