@@ -1,4 +1,5 @@
-"""The knowledge tests use the CLI helpers of tests/integration (run_compozy: a real process)."""
+"""The knowledge tests use helpers of tests/integration (run_compozy: a real process;
+knowledge_support: a project with a knowledge base)."""
 
 from __future__ import annotations
 
