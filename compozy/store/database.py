@@ -94,6 +94,26 @@ class Database:
             finally:
                 pooled.close()
 
+    @contextmanager
+    def write_unit(self, bound: Connection | None = None) -> Iterator[AnyConnection]:
+        """A write of fixed statements only (``fetch``/``run``/``run_many``): in the transaction
+        the call joins (in a savepoint, as ``unit`` does), else in a write transaction begun by
+        hand on a pooled driver connection, without a SQLAlchemy connection."""
+        current = bound if bound is not None else self._current.get()
+        if current is not None:
+            with self.translate(), current.begin_nested():
+                yield current
+            return
+        if self.closed:
+            raise StoreUnavailable(f"the store for {self.driver.describe()} is closed")
+        with self.driver.guard(write=True), self.translate():
+            pooled = self.engine.raw_connection()
+            try:
+                with self.driver.autocommit(pooled), self.driver.write_transaction(pooled):
+                    yield pooled
+            finally:
+                pooled.close()
+
     def fetch(
         self,
         conn: Connection | PoolProxiedConnection,
@@ -118,7 +138,7 @@ class Database:
             cursor.close()
 
     def run_many(
-        self, conn: Connection, stmt: sa.ClauseElement, rows: list[dict[str, Any]]
+        self, conn: AnyConnection, stmt: sa.ClauseElement, rows: list[dict[str, Any]]
     ) -> None:
         """Run a fixed statement once per parameter set in ``rows`` (the driver's executemany),
         in order; every set has the same keys."""
@@ -126,11 +146,12 @@ class Database:
         for record in self.recorders:
             for _row in rows:  # the driver sends the statement once per row
                 record(prepared.sql)
-        cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        pooled = conn.connection if isinstance(conn, Connection) else conn
+        cursor: Any = pooled.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(prepared.sql, [prepared.parameters(row) for row in rows])
         except self.driver.driver_error as error:
-            self._invalidate_if_gone(conn.connection, error, cursor)
+            self._invalidate_if_gone(pooled, error, cursor)
             raise
         finally:
             cursor.close()

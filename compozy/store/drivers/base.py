@@ -66,6 +66,8 @@ class Driver(ABC):
     max_bind_params: int
     driver_error: type[Exception]
     """Base class of the driver's exceptions (raised as-is by hooks that bypass SQLAlchemy)."""
+    begin_write: ClassVar[str] = "BEGIN"
+    """What begins a write transaction sent by hand (``write_transaction``)."""
     snapshot_options: ClassVar[Mapping[str, Any]] = {}
     """Connection options for a read-only transaction that sees one snapshot of the whole
     database from its first read to its end (``compozy export``)."""
@@ -116,6 +118,22 @@ class Driver(ABC):
             yield
         finally:
             raw.execute("COMMIT")
+
+    @contextmanager
+    def write_transaction(self, conn: PoolProxiedConnection) -> Iterator[None]:
+        """A write transaction on ``conn`` (in autocommit mode), begun and ended by hand:
+        committed when the block ends, rolled back when it raises."""
+        raw: Any = conn.driver_connection
+        raw.execute(self.begin_write)
+        try:
+            yield
+        except BaseException:
+            try:
+                raw.execute("ROLLBACK")
+            except self.driver_error:  # the connection is gone: it must not be pooled again
+                conn.invalidate()
+            raise
+        raw.execute("COMMIT")
 
     @abstractmethod
     def migration(self, conn: Connection) -> AbstractContextManager[None]:

@@ -50,6 +50,7 @@ class SQLiteDriver(Driver):
     """A SQLite database file (WAL) or ``:memory:`` (one connection, private to this Store)."""
 
     name = "sqlite"
+    begin_write = "BEGIN IMMEDIATE"  # the write lock up front, where busy_timeout applies
     # Long IN lists are split into batches this size; far below SQLite's parameter limit.
     max_bind_params = 500
     driver_error = sqlite3.Error

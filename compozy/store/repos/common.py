@@ -41,6 +41,10 @@ class Repository:
         """The rows of a read that is one fixed statement (``Database.select``)."""
         return self._db.select(stmt, params, self._bound)
 
+    def _write_fixed(self) -> Any:
+        """A unit for a write of fixed statements only (``Database.write_unit``)."""
+        return self._db.write_unit(self._bound)
+
     def _write(self, need_transaction: str = "") -> Any:
         return self._db.unit(write=True, bound=self._bound, need_transaction=need_transaction)
 
@@ -169,7 +173,7 @@ def merge_usage_into(
         f"merge_usage_{table.name}", lambda d: _merge_usage_statements(d, table, key_column)
     )
     db = repo._db
-    with repo._write() as conn:
+    with repo._write_fixed() as conn:
         rows = db.fetch(conn, read, {"key": key})
         if not rows:
             raise not_found(key)

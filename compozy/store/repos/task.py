@@ -93,7 +93,7 @@ class SqlTaskRepository(Repository):
         values = upsert_values(state, task_states)
         stmt = self._db.statement("task_upsert", _upsert_statement)
         try:
-            with self._write() as conn:
+            with self._write_fixed() as conn:
                 return task_from_row(self._db.fetch(conn, stmt, values)[0])
         except ForeignKeyViolation:
             raise self._missing_reference([state]) from None
@@ -109,7 +109,7 @@ class SqlTaskRepository(Repository):
             return []
         stmt = self._db.statement("task_upsert_many", _upsert_many_statement)
         try:
-            with self._write() as conn:
+            with self._write_fixed() as conn:
                 self._db.run_many(conn, stmt, rows)
                 if not returning:
                     return []
