@@ -11,8 +11,9 @@ import psycopg
 import pytest
 
 from compozy.config import DatabaseConfig
-from compozy.core import Status
+from compozy.core import Component, Status
 from compozy.store import Store, open_store
+from compozy.task import TaskState
 from compozy.workflow import WorkflowState
 from compozy_testkit.provision.postgres import (
     PostgresServer,
@@ -79,6 +80,17 @@ def test_every_kind_of_call_succeeds_right_after_a_restart(
     written = store.workflows.upsert_state(WorkflowState(workflow_id="wf", status=Status.PENDING))
     with store.transaction() as tx:
         assert tx.workflows.get_state(written.workflow_exec_id).status is Status.PENDING
+    # A write of fixed statements on a pooled driver connection (Database.write_unit).
+    task = store.tasks.upsert_state(
+        TaskState(
+            task_id="t",
+            workflow_id="wf",
+            workflow_exec_id=written.workflow_exec_id,
+            component=Component.TASK,
+            status=Status.RUNNING,
+        )
+    )
+    assert store.tasks.get_state(task.task_exec_id).status is Status.RUNNING
     assert {store.workflows.get_state(i).workflow_exec_id for i in ids} == set(ids)
 
 
