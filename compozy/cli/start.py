@@ -78,7 +78,11 @@ def _listen(host: str, port: int) -> socket.socket:
             f"({reason}); set --host (server.host) to an address of this machine, such as "
             "127.0.0.1 or 0.0.0.0"
         ) from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on
+    # sockets that say they are TCP, and an accepted socket says what its listener says.
+    # Without it a keep-alive connection waits ~40 ms for a delayed ACK on every response
+    # (uvicorn writes the headers and the body separately).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
