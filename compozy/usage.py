@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -117,7 +118,8 @@ class UsageEntry:
         return (*self.key, self.provider, self.model, self.source)
 
     def combine(self, other: UsageEntry) -> UsageEntry:
-        """Sum two entries with the same key."""
+        """Sum two entries with the same key. Sums of two valid entries are valid (counts stay
+        whole and non-negative, ids stay ids), so the result is not checked again."""
 
         def add_optional(a: int | None, b: int | None) -> int | None:
             return None if a is None and b is None else (a or 0) + (b or 0)
@@ -127,8 +129,8 @@ class UsageEntry:
         optional: dict[str, Any] = {
             n: add_optional(getattr(self, n), getattr(other, n)) for n in _OPTIONAL_COUNTERS
         }
-        return replace(
-            self,
+        combined = copy.copy(self)
+        combined.__dict__.update(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
@@ -137,6 +139,7 @@ class UsageEntry:
             captured_at=min(captured) if captured else None,
             updated_at=max(updated) if updated else None,
         )
+        return combined
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as fixed-width ISO 8601 UTC strings)."""

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -63,19 +63,32 @@ class Database:
         """The rows of a read that is one fixed statement: in the transaction the call joins,
         else on a pooled driver connection in autocommit mode (one statement sees one
         snapshot), without a SQLAlchemy connection or a transaction's round trips."""
-        return self.select_together([(stmt, params)], bound, single=True)[0]
+        current = bound if bound is not None else self._current.get()
+        if current is not None:
+            with self.translate():
+                return self.fetch(current, stmt, params)
+        if self.closed:
+            raise StoreUnavailable(f"the store for {self.driver.describe()} is closed")
+        # The hottest path of all: translate() written out, without a generator's cost.
+        try:
+            with self.driver.guard(write=False):
+                pooled = self.engine.raw_connection()
+                try:
+                    with self.driver.autocommit(pooled):
+                        return self.fetch(pooled, stmt, params)
+                finally:
+                    pooled.close()
+        except (sa_exc.SQLAlchemyError, self.driver.driver_error) as error:
+            self._raise_translated(error)
 
     def select_together(
         self,
         reads: list[tuple[sa.ClauseElement, dict[str, Any]]],
         bound: Connection | None = None,
-        *,
-        single: bool = False,
     ) -> list[list[PreparedRow]]:
         """The rows of each of several fixed statements, read in one transaction (one snapshot):
         the one the call joins, else one begun by hand on a pooled driver connection, which
-        PostgreSQL runs in pipeline mode (``Driver.read_transaction``). ``single``: one
-        statement, which needs no transaction."""
+        PostgreSQL runs in pipeline mode (``Driver.read_transaction``)."""
         current = bound if bound is not None else self._current.get()
         if current is not None:
             with self.translate():
@@ -85,12 +98,9 @@ class Database:
         with self.driver.guard(write=False), self.translate():
             pooled = self.engine.raw_connection()
             try:
-                with self.driver.autocommit(pooled):
-                    if single:
-                        return [self.fetch(pooled, stmt, params) for stmt, params in reads]
-                    with self.driver.read_transaction(pooled):
-                        ran = [self._run(pooled, stmt, params) for stmt, params in reads]
-                        return [_rows(prepared, cursor) for prepared, cursor in ran]
+                with self.driver.autocommit(pooled), self.driver.read_transaction(pooled):
+                    ran = [self._run(pooled, stmt, params) for stmt, params in reads]
+                    return [_rows(prepared, cursor) for prepared, cursor in ran]
             finally:
                 pooled.close()
 
@@ -197,14 +207,15 @@ class Database:
         """Re-raise SQLAlchemy and driver errors as ``compozy.errors`` types."""
         try:
             yield
-        except sa_exc.StatementError as error:
-            if isinstance(error.orig, CompozyError):
-                # A check in a column type (a timestamp out of range, say), which SQLAlchemy
-                # wrapped while binding the parameters: the user's error, as it was raised.
-                raise error.orig from None
-            raise self.driver.translate(error) from error
         except (sa_exc.SQLAlchemyError, self.driver.driver_error) as error:
-            raise self.driver.translate(error) from error
+            self._raise_translated(error)
+
+    def _raise_translated(self, error: Exception) -> NoReturn:
+        if isinstance(error, sa_exc.StatementError) and isinstance(error.orig, CompozyError):
+            # A check in a column type (a timestamp out of range, say), which SQLAlchemy
+            # wrapped while binding the parameters: the user's error, as it was raised.
+            raise error.orig from None
+        raise self.driver.translate(error) from error
 
     @contextmanager
     def unit(

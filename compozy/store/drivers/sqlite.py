@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,11 +159,13 @@ class SQLiteDriver(Driver):
                 # The source was read; it is the new file that could not be written.
                 raise ValidationError(f"cannot write the backup {dest}: {error}") from None
 
-    @contextmanager
-    def guard(self, *, write: bool) -> Iterator[None]:
+    def guard(self, *, write: bool) -> AbstractContextManager[None]:
         if not (self.memory or write):
-            yield
-            return
+            return contextlib.nullcontext()  # readers of a file do not queue
+        return self._locked()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
         if not self._lock.acquire(timeout=self.busy_timeout):
             raise StoreBusy(
                 f"{self.describe()} stayed busy for more than {self.busy_timeout:g}s: "
