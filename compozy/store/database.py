@@ -93,16 +93,9 @@ class Database:
         if current is not None:
             with self.translate():
                 return [self.fetch(current, stmt, params) for stmt, params in reads]
-        if self.closed:
-            raise StoreUnavailable(f"the store for {self.driver.describe()} is closed")
-        with self.driver.guard(write=False), self.translate():
-            pooled = self.engine.raw_connection()
-            try:
-                with self.driver.autocommit(pooled), self.driver.read_transaction(pooled):
-                    ran = [self._run(pooled, stmt, params) for stmt, params in reads]
-                    return [_rows(prepared, cursor) for prepared, cursor in ran]
-            finally:
-                pooled.close()
+        with self._pooled(write=False) as pooled, self.driver.read_transaction(pooled):
+            ran = [self._run(pooled, stmt, params) for stmt, params in reads]
+            return [_rows(prepared, cursor) for prepared, cursor in ran]
 
     @contextmanager
     def write_unit(self, bound: Connection | None = None) -> Iterator[AnyConnection]:
@@ -114,12 +107,19 @@ class Database:
             with self.translate(), current.begin_nested():
                 yield current
             return
+        with self._pooled(write=True) as pooled, self.driver.write_transaction(pooled):
+            yield pooled
+
+    @contextmanager
+    def _pooled(self, *, write: bool) -> Iterator[PoolProxiedConnection]:
+        """A pooled driver connection in autocommit mode, under the driver's guard, its errors
+        translated. (``select`` spells this out: it is the hottest path.)"""
         if self.closed:
             raise StoreUnavailable(f"the store for {self.driver.describe()} is closed")
-        with self.driver.guard(write=True), self.translate():
+        with self.driver.guard(write=write), self.translate():
             pooled = self.engine.raw_connection()
             try:
-                with self.driver.autocommit(pooled), self.driver.write_transaction(pooled):
+                with self.driver.autocommit(pooled):
                     yield pooled
             finally:
                 pooled.close()

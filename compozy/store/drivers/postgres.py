@@ -104,12 +104,8 @@ class PostgresDriver(Driver):
         # fetched, COMMIT when the block ends: two round trips instead of four or more.
         raw = conn.driver_connection
         assert isinstance(raw, psycopg.Connection)
-        with raw.pipeline():
-            raw.execute("BEGIN")
-            try:
-                yield
-            finally:
-                raw.execute("COMMIT")
+        with raw.pipeline(), super().read_transaction(conn):
+            yield
 
     @contextmanager
     def migration(self, conn: Connection) -> Iterator[None]:

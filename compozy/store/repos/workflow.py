@@ -133,20 +133,9 @@ class SqlWorkflowRepository(Repository):
         with self._write() as conn:
             return self._load_by_id(conn, _UPDATE_STATUS, workflow_exec_id, **params)
 
-    def get_state(self, workflow_exec_id: str) -> WorkflowState:
-        workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
-        params = {"exec_id": workflow_exec_id}
-        rows, tasks = self._db.select_together(
-            [(_BY_ID, params), (TASKS_OF_EXECUTION, params)], self._bound
-        )
-        if not rows:
-            raise _not_found(workflow_exec_id)
-        return _from_row(rows[0], [task_from_row(row) for row in tasks])
-
-    def get_detail(self, workflow_exec_id: str) -> tuple[WorkflowSummary, list[TaskState]]:
-        """The execution as a list shows it, and every task state of it in task order, read
-        in one snapshot with two statements (the API's detail). The store's own, not in the
-        repository protocol."""
+    def _row_and_tasks(self, workflow_exec_id: str) -> tuple[Any, list[TaskState]]:
+        """The execution's row and all its task states in task order, read in one snapshot
+        with two statements; ``WorkflowNotFound`` when there is no such execution."""
         workflow_exec_id = check_id(workflow_exec_id, "workflow_exec_id")
         params = {"exec_id": workflow_exec_id}
         rows, task_rows = self._db.select_together(
@@ -154,9 +143,17 @@ class SqlWorkflowRepository(Repository):
         )
         if not rows:
             raise _not_found(workflow_exec_id)
-        tasks = [task_from_row(row) for row in task_rows]
+        return rows[0], [task_from_row(row) for row in task_rows]
+
+    def get_state(self, workflow_exec_id: str) -> WorkflowState:
+        return _from_row(*self._row_and_tasks(workflow_exec_id))
+
+    def get_detail(self, workflow_exec_id: str) -> tuple[WorkflowSummary, list[TaskState]]:
+        """The execution as a list shows it, and every task state of it in task order (the
+        API's detail). The store's own, not in the repository protocol."""
+        row, tasks = self._row_and_tasks(workflow_exec_id)
         counts = Counter(task.status for task in latest_by_task_id(tasks).values())
-        return _summary(rows[0], counts), tasks
+        return _summary(row, counts), tasks
 
     def get_state_by_id(self, workflow_id: str) -> WorkflowState:
         workflow_id = check_id(workflow_id, "workflow_id")
