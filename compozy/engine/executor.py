@@ -252,8 +252,11 @@ class _Writes:
                     return
                 batch, self._queue = self._queue, []
             try:
-                changes = _coalesced(batch) if self._coalesce() else batch
-                stored = self._store.run_in_transaction(functools.partial(self._write, changes))
+                # Coalesced changes are heard by nobody; otherwise on_task hears every one.
+                notifying = not self._coalesce()
+                changes = batch if notifying else _coalesced(batch)
+                write = functools.partial(self._write, changes, notifying)
+                stored = self._store.run_in_transaction(write)
                 for state in stored:
                     self._notify(state)
             except BaseException as exc:  # noqa: BLE001 - raised in the run's threads
@@ -266,23 +269,30 @@ class _Writes:
                 self._written += len(batch)
                 self._changed.notify_all()
 
-    def _write(self, changes: list[_Change], tx: TransactionScope) -> list[TaskState]:
+    def _write(
+        self, changes: list[_Change], notifying: bool, tx: TransactionScope
+    ) -> list[TaskState]:
         # A usage merge updates the workflow row too: lock it first (the lock order).
         tx.queue.fence(self._claim, exclusive=any(change.usages for change in changes))
         # One batch of upserts; the stored rows are read back only for whoever hears of them.
-        notifying = not self._coalesce()
         rows = tx.tasks.upsert_states([change.state for change in changes], returning=notifying)
         by_id = {row.task_exec_id: row for row in rows}
         heard = []
         for change in changes:
+            # The queued state is not changed here: a retried transaction writes it again.
             state = change.state
-            for usage in change.usages:
-                tx.workflows.merge_usage(self._claim.workflow_exec_id, usage)
-                state.usage = tx.tasks.merge_usage(state.task_exec_id, usage)
+            usage = state.usage
+            for added in change.usages:
+                tx.workflows.merge_usage(self._claim.workflow_exec_id, added)
+                usage = tx.tasks.merge_usage(state.task_exec_id, added)
             if notifying:
                 # What on_task hears: every change in order, as this batch wrote it.
                 row = by_id[state.task_exec_id]
-                heard.append(replace(state, created_at=row.created_at, updated_at=row.updated_at))
+                heard.append(
+                    replace(
+                        state, usage=usage, created_at=row.created_at, updated_at=row.updated_at
+                    )
+                )
         return heard
 
 
