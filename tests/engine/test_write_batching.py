@@ -354,3 +354,49 @@ def _until(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition did not become true in 30 s"
         time.sleep(0.01)
+
+
+@pytest.mark.parametrize("on_task", [False, True], ids=["coalescing", "notifying"])
+def test_a_batch_retried_after_store_busy_merges_its_usage_once(
+    compozy_store: Store, on_task: bool
+) -> None:
+    """run_in_transaction runs a batch again after StoreBusy; the rolled-back attempt's usage
+    merge must not reach the second attempt through the queued state."""
+    from compozy.engine.executor import _Change, _Writes
+    from compozy.errors import StoreBusy
+    from compozy.usage import UsageEntry, UsageSummary
+
+    exec_id = compozy_store.workflows.upsert_state(
+        WorkflowState(workflow_id="w", status=Status.PENDING)
+    ).workflow_exec_id
+    claim = compozy_store.queue.claim_execution(exec_id, "worker", lease=30.0)
+    writes = _Writes(compozy_store, claim, lambda _state: None, lambda: not on_task)
+    state = TaskState(
+        task_id="t",
+        workflow_id="w",
+        workflow_exec_id=exec_id,
+        component=Component.TASK,
+        status=Status.SUCCESS,
+        output={},
+    )
+    spent = UsageSummary(entries=[UsageEntry(provider="p", model="m", prompt_tokens=7)])
+    change = _Change(state, [spent])
+    attempts: list[int] = []
+
+    def write_then_fail_once(tx: Any) -> list[TaskState]:
+        heard = writes._write([change], on_task, tx)
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise StoreBusy("the first attempt loses a conflict")
+        return heard
+
+    heard = compozy_store.run_in_transaction(write_then_fail_once)
+    assert len(attempts) == 2
+    stored = compozy_store.tasks.get_state(state.task_exec_id).usage
+    assert stored is not None
+    assert [e.prompt_tokens for e in stored.entries] == [7]
+    flow = compozy_store.workflows.get_state(exec_id).usage
+    assert flow is not None
+    assert [e.prompt_tokens for e in flow.entries] == [7]
+    if on_task:
+        assert [e.prompt_tokens for e in heard[0].usage.entries] == [7]  # type: ignore[union-attr]
